@@ -1,0 +1,287 @@
+"""Loading the configuration: TOML file, then environment, then flags; validated once.
+
+Owns parsing and validation of values against ``schema``. Every error names the key, the
+bad value and what is allowed. Never reads secret files: secrets stay paths here. Must not
+log; warnings are returned to the caller, which decides where they go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sbps.config.schema import DEFAULT_PATH, DEPRECATED_ENV, ENV_PREFIX, Config
+from sbps.errors import ConfigError
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
+               "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12,
+               "tb": 10**12, "tib": 2**40}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of the definition, with everything needed to parse and document it."""
+
+    section: str
+    name: str
+    type: Any
+    default: Any
+    help: str
+    kind: str
+    choices: tuple[str, ...]
+    min: float | None
+    max: float | None
+    secret_path: bool
+    alias: str
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        return f"{ENV_PREFIX}{self.section.upper()}_{self.name.upper()}"
+
+
+def keys() -> list[Key]:
+    """Every key of the definition, in declaration order."""
+    out: list[Key] = []
+    for sect in dataclasses.fields(Config):
+        cls = typing.get_type_hints(Config)[sect.name]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            m = f.metadata
+            out.append(Key(sect.name, f.name, hints[f.name], f.default, m["help"], m["kind"],
+                           m["choices"], m["min"], m["max"], m["secret_path"], m["alias"]))
+    return out
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The frozen configuration, where each value came from, and load-time warnings."""
+
+    config: Config
+    sources: Mapping[str, str]
+    warnings: tuple[str, ...]
+    path: str
+    file_read: bool = True
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if not m:
+        raise ValueError("a duration: seconds, or a number with ms, s, m, h or d")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError("a size: bytes, or a number with K, M, G, T (or KiB, MiB, GiB, TiB)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def _convert(key: Key, raw: Any, from_env: bool) -> Any:
+    """Turn a TOML value or an environment string into the key's type, or raise ValueError."""
+    t = key.type
+    if t is bool:
+        if isinstance(raw, bool):
+            return raw
+        if from_env and isinstance(raw, str):
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        raise ValueError("true or false")
+    if t == tuple[str, ...]:
+        if from_env and isinstance(raw, str):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+            return tuple(raw)
+        raise ValueError("a list of strings" + (" (comma-separated)" if from_env else ""))
+    if key.kind == "duration":
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw)
+        if isinstance(raw, str):
+            if raw.strip().startswith("-"):
+                return -parse_duration(raw.strip()[1:])
+            return parse_duration(raw)
+        raise ValueError("a duration: seconds, or a string such as \"30s\" or \"10m\"")
+    if key.kind == "size":
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str):
+            return parse_size(raw)
+        raise ValueError("a size: bytes, or a string such as \"16MiB\"")
+    if t is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if from_env and isinstance(raw, str) and re.fullmatch(r"\s*-?\d+\s*", raw):
+            return int(raw)
+        raise ValueError("a whole number")
+    if t is float:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw)
+        if from_env and isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        raise ValueError("a number")
+    if isinstance(raw, str):
+        if "\x00" in raw or any(ord(c) < 32 and c not in "\t" for c in raw):
+            raise ValueError("text without control characters")
+        return raw
+    raise ValueError("a string")
+
+
+def _check_bounds(key: Key, value: Any) -> None:
+    if key.choices and value not in key.choices:
+        raise ValueError("one of " + ", ".join(key.choices))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if key.min is not None and value < key.min:
+            raise ValueError(f"at least {key.min:g}" + (f" and at most {key.max:g}"
+                                                       if key.max is not None else ""))
+        if key.max is not None and value > key.max:
+            raise ValueError(f"at most {key.max:g}")
+    if key.kind == "url" and value and not re.match(r"^[a-z][a-z0-9+.-]*://[^\s]+$", value):
+        raise ValueError("a URL such as https://host[:port][/path]")
+
+
+def _set(values: dict[str, Any], sources: dict[str, str], key: Key, raw: Any, source: str,
+         from_env: bool) -> None:
+    try:
+        value = _convert(key, raw, from_env)
+        _check_bounds(key, value)
+    except ValueError as exc:
+        raise ConfigError(key.dotted, raw, f"expected {exc}", source=source) from None
+    values[key.dotted] = value
+    sources[key.dotted] = source
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _read_file(path: str, by_key: dict[str, Key], values: dict[str, Any],
+               sources: dict[str, str]) -> None:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("(file)", path, f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError("--config", path, f"cannot read: {exc.strerror}") from None
+    sections = sorted({k.section for k in by_key.values()})
+    for sect, body in data.items():
+        if sect not in sections:
+            raise ConfigError(sect, body, "unknown section; sections are " + ", ".join(sections)
+                              + _suggest(sect, sections), source=path)
+        if not isinstance(body, dict):
+            raise ConfigError(sect, body, "expected a [section] table", source=path)
+        names = [k.name for k in by_key.values() if k.section == sect]
+        for name, raw in body.items():
+            key = by_key.get(f"{sect}.{name}")
+            if key is None:
+                hint = _suggest(name, names)
+                if f"{name}_file" in names:
+                    hint = f"; secrets are given as files: use {name}_file"
+                # The value of an unknown key may be a secret put in the wrong place.
+                raise ConfigError(f"{sect}.{name}", "<not shown>", "unknown key" + hint,
+                                  source=path)
+            _set(values, sources, key, raw, "file", from_env=False)
+
+
+def _read_env(env: Mapping[str, str], by_key: dict[str, Key], values: dict[str, Any],
+              sources: dict[str, str], warnings: list[str]) -> None:
+    by_env = {k.env: k for k in by_key.values()}
+    by_alias = {ENV_PREFIX + k.alias: k for k in by_key.values() if k.alias}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = by_env.get(name)
+        if key is not None:
+            _set(values, sources, key, env[name], f"env {name}", from_env=True)
+            continue
+        key = by_alias.get(name)
+        if key is not None:
+            if key.env in env:
+                warnings.append(f"{name} is ignored: {key.env} is also set and wins")
+                continue
+            _set(values, sources, key, env[name], f"env {name}", from_env=True)
+            continue
+        rest = name[len(ENV_PREFIX):]
+        for old, replacement in DEPRECATED_ENV.items():
+            if rest == old or (old.endswith("_") and rest.startswith(old)):
+                warnings.append(f"{name} is no longer used; replaced by {replacement}")
+                break
+        else:
+            warnings.append(f"{name} is not a known setting and is ignored"
+                            + _suggest(name, sorted(by_env)))
+
+
+def _cross_checks(v: dict[str, Any], sources: Mapping[str, str]) -> None:
+    def fail(key: str, allowed: str) -> None:
+        raise ConfigError(key, v[key], allowed, source=sources.get(key, "default"))
+
+    if v["target.lun_min"] > v["target.lun_max"]:
+        fail("target.lun_max", f"must not be below target.lun_min ({v['target.lun_min']})")
+    if v["target.lun_max"] > 255 and v["target.access"] == "acl":
+        fail("target.lun_max", "at most 255 with target.access = acl (explicit ACLs map "
+             "LUN numbers up to 255 only)")
+    if v["target.lun_max"] > 255 and v["target.backend"] == "tgt":
+        fail("target.lun_max", "at most 255 with target.backend = tgt (tgt addresses higher "
+             "ids in flat space)")
+    if v["catalog.auth"] == "token-file" and not v["catalog.token_file"]:
+        fail("catalog.token_file", "required with catalog.auth = token-file")
+    if v["dns.mode"] == "rfc2136" and not v["dns.tsig_key_file"]:
+        fail("dns.tsig_key_file", "required with dns.mode = rfc2136 (updates are signed)")
+    if v["dns.mode"] == "pdns" and not v["dns.pdns_api_key_file"]:
+        fail("dns.pdns_api_key_file", "required with dns.mode = pdns")
+    if bool(v["http.tls_cert_file"]) != bool(v["http.tls_key_file"]):
+        fail("http.tls_key_file", "http.tls_cert_file and http.tls_key_file go together")
+    if v["reconcile.backoff_initial"] > v["reconcile.backoff_max"]:
+        fail("reconcile.backoff_max", "must not be below reconcile.backoff_initial")
+    for name in v["dns.networks"]:
+        if name not in ("hsn", "nmn"):
+            fail("dns.networks", "a list of hsn and nmn")
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None,
+         flags: Mapping[str, Any] | None = None) -> Loaded:
+    """Build the configuration: defaults, then the file, then environment, then flags.
+
+    With ``path`` None the default file is read if it exists; a path that was asked for
+    explicitly must exist.
+    """
+    env = os.environ if env is None else env
+    all_keys = keys()
+    by_key = {k.dotted: k for k in all_keys}
+    values: dict[str, Any] = {k.dotted: k.default for k in all_keys}
+    sources: dict[str, str] = {k.dotted: "default" for k in all_keys}
+    warnings: list[str] = []
+    chosen = path if path is not None else DEFAULT_PATH
+    file_read = path is not None or Path(DEFAULT_PATH).exists()
+    if file_read:
+        _read_file(chosen, by_key, values, sources)
+    _read_env(env, by_key, values, sources, warnings)
+    for dotted, raw in (flags or {}).items():
+        _set(values, sources, by_key[dotted], raw, "flag", from_env=False)
+    _cross_checks(values, sources)
+    sections: dict[str, dict[str, Any]] = {}
+    for k in all_keys:
+        sections.setdefault(k.section, {})[k.name] = values[k.dotted]
+    hints = typing.get_type_hints(Config)
+    config = Config(**{s: hints[s](**body) for s, body in sections.items()})
+    return Loaded(config, dict(sources), tuple(warnings), chosen, file_read)

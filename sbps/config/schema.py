@@ -1,0 +1,236 @@
+"""The configuration definition: every section, key, default, bound and help text.
+
+Owns the *shape* of the configuration only. Loading, environment overrides and rendering
+live in ``load.py`` and ``render.py`` and read this definition, so the documented example
+file, the environment names and the validation can never drift apart. Must not read files
+or the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "SBPS_MARSHAL_"
+DEFAULT_PATH = "/etc/sbps/marshal.toml"
+
+
+def opt(
+    default: Any,
+    help: str,
+    *,
+    kind: str = "",
+    choices: tuple[str, ...] = (),
+    min: float | None = None,
+    max: float | None = None,
+    secret_path: bool = False,
+    alias: str = "",
+) -> Any:
+    """One configuration key. ``kind`` refines the type: duration, size, path, url.
+
+    ``secret_path`` marks a path to a file that holds a secret (the value itself is never
+    in the configuration). ``alias`` is the field agent's environment key, without prefix.
+    """
+    meta = {"help": help, "kind": kind, "choices": choices, "min": min, "max": max,
+            "secret_path": secret_path, "alias": alias}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    hostname: str = opt("", "This worker's name; the target IQN ends with it. Empty: the host "
+                        "name of the machine.")
+    system_name: str = opt("", "The system name used in DNS names and boot parameters.")
+    site_domain: str = opt("", "The site domain used in DNS names and boot parameters.")
+    server_id: str = opt("", "The NNN of iscsi-server-id-NNN. Empty: the digits of ncn-wNNN.")
+    gate: str = opt("always", "When this worker serves: always, while gate_file exists, or "
+                    "while its Kubernetes node has gate_label.",
+                    choices=("always", "file", "k8s-label"))
+    gate_file: str = opt("/var/lib/sbps/serve", "Flag file for gate = file.", kind="path")
+    gate_label: str = opt("iscsi=sbps", "Node label (key=value) for gate = k8s-label.")
+    k8s_api: str = opt("https://kubernetes.default.svc", "Kubernetes API URL.", kind="url")
+    k8s_token_file: str = opt("/var/run/secrets/kubernetes.io/serviceaccount/token",
+                              "Kubernetes bearer token file.", kind="path", secret_path=True)
+    k8s_ca_file: str = opt("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+                           "CA bundle for the Kubernetes API.", kind="path")
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    api_gateway: str = opt("https://api-gw-service-nmn.local", "Base URL of the API gateway.",
+                           kind="url", alias="API_GATEWAY")
+    ims_uri: str = opt("apis/ims/v3/images", "Path of the IMS image list below api_gateway.",
+                       alias="IMS_URI")
+    tagging: bool = opt(True, "Project only labelled images; false projects every image.",
+                        alias="IMS_TAGGING")
+    timeout: float = opt(10.0, "Timeout of one IMS request.", kind="duration", min=0.1,
+                         max=600, alias="IMS_TIMEOUT")
+    auth: str = opt("none", "How IMS requests authenticate.",
+                    choices=("none", "token-file", "command"))
+    token_file: str = opt("", "Bearer token file for auth = token-file (re-read on change).",
+                          kind="path", secret_path=True)
+    token_command: str = opt("spire-agent api fetch jwt -audience {audience} -output json",
+                             "Command printing a JWT (or SPIRE JSON) for auth = command.")
+    token_audience: str = opt("system-compute", "Audience passed to token_command.")
+    token_svid_pattern: str = opt("", "Regular expression selecting the SVID id in SPIRE "
+                                  "JSON output; empty takes the first.")
+    verify_tls: bool = opt(True, "Verify the IMS server certificate.")
+    ca_bundle: str = opt("", "CA bundle file for IMS; empty uses the system store.",
+                         kind="path")
+    label_key: str = opt("sbps-project", "Metadata key whose value \"true\" labels an image.")
+    untagged: str = opt("skip", "Records with no metadata at all: skip them, or project "
+                        "them as the field agent did.", choices=("skip", "project"))
+    pe: str = opt("all", "PE images under PE/: all of them, only those labelled in IMS, "
+                  "or none.", choices=("all", "labelled", "off"))
+    refresh: float = opt(600.0, "Slow refresh that re-checks objects for deletion or "
+                         "replacement.", kind="duration", min=10, max=86400)
+
+
+@dataclass(frozen=True)
+class S3Config:
+    endpoint: str = opt("", "S3 endpoint URL. Empty: <proto>://<host>.", kind="url")
+    host: str = opt("rgw-vip.nmn", "S3 host when endpoint is empty.", alias="S3_HOST")
+    proto: str = opt("https", "S3 scheme when endpoint is empty.", choices=("http", "https"),
+                     alias="S3_PROTO")
+    bucket: str = opt("boot-images", "Bucket holding images, manifests, PE/ and .sbps/.",
+                      alias="S3_BUCKET")
+    credential_file: str = opt("/root/.ims.s3fs", "Credentials: one line key:secret, or an "
+                               "AWS credentials file.", kind="path", secret_path=True,
+                               alias="S3_CREDENTIAL_FILE")
+    region: str = opt("us-east-1", "Region name given to the S3 client.")
+    verify_tls: bool = opt(True, "Verify the S3 server certificate.")
+    ca_bundle: str = opt("", "CA bundle file for S3; empty uses the system store.",
+                         kind="path")
+    timeout: float = opt(30.0, "Connect and read timeout of one S3 request.",
+                         kind="duration", min=0.1, max=3600)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    cache_dir: str = opt("/var/lib/sbps/cache", "Directory of verified image files.",
+                         kind="path")
+    max_bytes: int = opt(0, "Cache budget; 0 = no limit.", kind="size", min=0)
+    concurrency: int = opt(2, "Images downloaded at once.", min=1, max=64)
+    part_size: int = opt(16 * 2**20, "Size of one ranged GET.", kind="size", min=2**20,
+                         max=2**32)
+    part_concurrency: int = opt(4, "Ranged GETs in flight per image.", min=1, max=64)
+    bandwidth: int = opt(0, "Download cap in bytes per second; 0 = none.", kind="size",
+                         min=0)
+    verify: str = opt("strict", "strict: never export what cannot be verified; best-effort: "
+                      "export it with a warning and a metric.",
+                      choices=("strict", "best-effort"))
+    rehash_on_start: bool = opt(True, "Re-hash every cache file in the background at start.")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    backend: str = opt("lio", "Target backend: kernel LIO via rtslib, or userspace tgtd.",
+                       choices=("lio", "tgt"))
+    iqn_prefix: str = opt("iqn.2023-06.csm.iscsi", "The target IQN is <iqn_prefix>:<hostname>.")
+    configfs_root: str = opt("/sys/kernel/config/target", "LIO configfs target directory.",
+                             kind="path")
+    saveconfig_path: str = opt("/etc/target/saveconfig.json", "Where LIO's configuration is "
+                               "saved for target.service.", kind="path",
+                               alias="LIO_SAVE_FILE")
+    portals: tuple[str, ...] = opt((), "Portals as address[:port]; empty: 0.0.0.0 on port.")
+    port: int = opt(3260, "Default iSCSI port of the portals.", min=1, max=65535)
+    access: str = opt("open", "open: any initiator, read-only; acl: listed initiators only.",
+                      choices=("open", "acl"))
+    pe_identity: str = opt("legacy", "PE identity key: legacy (path only, as field clients "
+                           "expect) or content (path and etag).", choices=("legacy", "content"))
+    lun_allocation: str = opt("claims", "claims: ids agreed through claim objects in S3; "
+                              "hash: hash and local journal only (read-only credentials).",
+                              choices=("claims", "hash"))
+    lun_min: int = opt(1, "Lowest LUN id; LUN 0 is never used.", min=1, max=16383)
+    lun_max: int = opt(255, "Highest LUN id (255 with explicit ACLs or tgt).", min=1,
+                       max=16383)
+    lun_quarantine: float = opt(86400.0, "How long a freed LUN id rests before reuse.",
+                                kind="duration", min=0, max=365 * 86400)
+    adopt_keep_backing: bool = opt(False, "Keep adopted field-agent LUNs on their old backing "
+                                   "file instead of switching to the verified cache.")
+    tgtadm: str = opt("tgtadm", "tgtadm program for backend = tgt.", kind="path")
+    tgt_control_port: int = opt(0, "tgtd control port (tgtadm -C) for backend = tgt.", min=0,
+                                max=1024)
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    mode: str = opt("off", "How SRV and A records are registered.",
+                    choices=("off", "rfc2136", "pdns"))
+    server: str = opt("127.0.0.1", "DNS server for rfc2136 updates and SOA queries.")
+    port: int = opt(53, "DNS server port.", min=1, max=65535)
+    tsig_key_file: str = opt("", "TSIG key: BIND key {} syntax or name:algorithm:secret.",
+                             kind="path", secret_path=True)
+    pdns_url: str = opt("http://127.0.0.1:8081", "PowerDNS API base URL.", kind="url")
+    pdns_api_key_file: str = opt("", "PowerDNS API key file.", kind="path", secret_path=True)
+    pdns_server_id: str = opt("localhost", "PowerDNS server id in API paths.")
+    ttl: int = opt(3600, "TTL of the records.", min=1, max=86400)
+    zones: tuple[str, ...] = opt((), "Zone names; empty: found by SOA queries.")
+    networks: tuple[str, ...] = opt(("hsn", "nmn"), "Networks to register.")
+    hsn_address: str = opt("", "This worker's HSN address; empty: from hsn_interface.")
+    nmn_address: str = opt("", "This worker's NMN address; empty: from nmn_interface.")
+    hsn_interface: str = opt("hsn0", "Interface whose address is the HSN address.")
+    nmn_interface: str = opt("bond0.nmn0", "Interface whose address is the NMN address.")
+    withdraw_on_stop: bool = opt(True, "Withdraw this worker's records on clean shutdown.")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    bind: str = opt("127.0.0.1", "Address of the HTTP API and metrics.")
+    port: int = opt(9440, "Port of the HTTP API; 0 picks a free one (logged).", min=0,
+                    max=65535)
+    admin_token_file: str = opt("", "Bearer token for admin endpoints; empty: created "
+                                "(mode 0600) in reconcile.state_dir.", kind="path",
+                                secret_path=True)
+    tls_cert_file: str = opt("", "TLS certificate for non-loopback binds.", kind="path")
+    tls_key_file: str = opt("", "TLS key for non-loopback binds.", kind="path",
+                            secret_path=True)
+
+
+@dataclass(frozen=True)
+class ReconcileConfig:
+    interval: float = opt(30.0, "Time between reconcile passes.", kind="duration", min=1,
+                          max=86400, alias="SCAN_FREQUENCY")
+    state_dir: str = opt("/var/lib/sbps/state", "Journal, claims cache and admin token.",
+                         kind="path")
+    retire_grace: float = opt(1800.0, "Idle time (no reads) before a retiring LUN goes.",
+                              kind="duration", min=0, max=30 * 86400)
+    retire_max_wait: float = opt(7 * 86400.0, "A retiring LUN goes after this even if read.",
+                                 kind="duration", min=0, max=365 * 86400)
+    empty_catalog_passes: int = opt(3, "Passes an empty catalog is treated as an outage.",
+                                    min=1, max=1000)
+    drain_delay: float = opt(-1.0, "Wait between DNS withdrawal and TPG disable; -1: the DNS "
+                             "TTL capped at 10 min.", kind="duration", min=-1, max=86400)
+    backoff_initial: float = opt(30.0, "First retry delay of a failed image.",
+                                 kind="duration", min=0.1, max=86400)
+    backoff_max: float = opt(3600.0, "Longest retry delay of a failed image.",
+                             kind="duration", min=1, max=7 * 86400)
+    notify_secret_file: str = opt("", "Shared secret for the S3 notification endpoint; empty "
+                                  "disables it.", kind="path", secret_path=True)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
+    format: str = opt("text", "Log line format.", choices=("text", "json"))
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    s3: S3Config = field(default_factory=S3Config)
+    stage: StageConfig = field(default_factory=StageConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+#: The field agent's variables that have no direct equivalent, and what replaces them.
+DEPRECATED_ENV = {
+    "SPIRE_": "catalog.auth = \"command\" with catalog.token_command",
+    "TARGETCLI_BIN": "nothing: sbps drives LIO through rtslib, not targetcli processes",
+    "SQUASHFS_S3FS_MOUNT": "stage.cache_dir: sbps exports verified local copies, not s3fs",
+}
