@@ -114,6 +114,9 @@ class ImageRecord:
     manifest: S3Url | None
     manifest_etag: str | None
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False, compare=True)
+    #: False when the record has no metadata at all (not even an empty map): the label
+    #: rule treats such records by ``catalog.untagged``.
+    has_metadata: bool = True
 
 
 @dataclass(frozen=True)
