@@ -263,7 +263,7 @@ class ClaimLun(Action):
 
 @dataclass(frozen=True)
 class ReleaseClaim(Action):
-    identity: Identity
+    digest: str
     lun_id: int
 
 
