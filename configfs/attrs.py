@@ -66,11 +66,8 @@ def _shower(values: dict[str, int | str], name: str) -> Callable[[], str]:
 def _storer(values: dict[str, int | str], name: str, is_bool: bool, is_str: bool,
             guard: Callable[[str, int | str], None] | None) -> Callable[[str], None]:
     def store(text: str) -> None:
-        value: int | str
-        if is_str:
-            value = parse_str(text)
-        else:
-            value = parse_bool(text) if is_bool else parse_int(text)
+        parse = parse_str if is_str else parse_bool if is_bool else parse_int
+        value: int | str = parse(text)
         if guard is not None:
             guard(name, value)
         values[name] = value

@@ -34,6 +34,7 @@ class TpgLike(Protocol):
     sessions: dict[str, Any]
 
     def allocate_rtpi(self) -> int: ...
+    def acl(self, initiator: str) -> Any: ...
 
 
 def _index(name: str, limit: int = 65535) -> int:

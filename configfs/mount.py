@@ -44,7 +44,7 @@ def run_foreground(mountpoint: str, control: str | None = None, ready_fd: int | 
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         # Unmounting makes the FUSE loop return; do it from a helper so we do not block here.
-        subprocess.Popen(["fusermount", "-u", "-z", mountpoint],  # noqa: S603, S607
+        subprocess.Popen(["fusermount", "-u", "-z", mountpoint],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     ops = ConfigFS(emulation.tree, mountpoint, emulation.lock, emulation.faults,
@@ -89,7 +89,7 @@ def unmount(path: str) -> None:
     for cmd in (["fusermount", "-u", "-z", path], ["umount", "-l", path]):
         if not is_mounted(path):
             return
-        subprocess.run(cmd, capture_output=True, check=False)  # noqa: S603
+        subprocess.run(cmd, capture_output=True, check=False)
 
 
 @contextlib.contextmanager
@@ -100,7 +100,7 @@ def mounted(mountpoint: str | None = None, start_timeout: float = 60.0) -> Itera
     os.makedirs(root, exist_ok=True)
     control = os.path.join(workdir, "control.sock")
     read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, "-m", "configfs", "mount", root, "--control", control,
          "--ready-fd", str(write_fd)],
         pass_fds=(write_fd,), cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

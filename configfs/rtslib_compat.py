@@ -13,8 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 
-def point_rtslib_at(configfs_root: str, dbroot: str | None = None) -> dict[str, Any]:
-    """Make every rtslib object live under ``<configfs_root>/target`` without mounting/modprobe.
+def point_rtslib_at(target_dir: str, dbroot: str | None = None) -> dict[str, Any]:
+    """Make every rtslib object live under ``target_dir`` (the LIO ``.../config/target``).
+
+    ``target_dir`` is what sbps calls ``target.configfs_root`` (default
+    ``/sys/kernel/config/target``); on the emulation it is ``<mount>/target``.
 
     rtslib's ``RTSRoot()`` (which rtslib itself constructs internally, e.g. while creating a
     storage object) calls ``mount_configfs()`` (hardcoded /sys/kernel/config) and may call
@@ -24,8 +27,6 @@ def point_rtslib_at(configfs_root: str, dbroot: str | None = None) -> dict[str, 
     """
     from rtslib_fb import fabric, node, root
     from rtslib_fb.utils import RTSLibError
-
-    target_dir = os.path.join(configfs_root, "target")
 
     def require_configfs() -> None:
         if not os.path.isdir(target_dir):
@@ -72,7 +73,7 @@ def rtslib_root(mount_dir: str, dbroot: str | None = None) -> Iterator[Any]:
         dbroot = os.path.join(os.path.dirname(os.path.abspath(mount_dir)), "dbroot")
         os.makedirs(dbroot, exist_ok=True)
     tcm.bs_cache.clear()
-    saved = point_rtslib_at(mount_dir, dbroot)
+    saved = point_rtslib_at(os.path.join(mount_dir, "target"), dbroot)
     try:
         yield RTSRoot()
     finally:

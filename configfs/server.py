@@ -162,5 +162,5 @@ class ControlServer:
             method = getattr(self.emulation, COMMANDS[request.pop("op")])
             with self.emulation.lock:
                 return {"ok": True, "result": method(**request)}
-        except Exception as e:  # noqa: BLE001 - every failure goes back to the client
+        except Exception as e:  # every failure goes back to the client
             return {"ok": False, "error": f"{type(e).__name__}: {e}"}
