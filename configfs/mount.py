@@ -15,9 +15,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import FrameType
 
 from .control import ControlClient
 
@@ -42,23 +42,29 @@ def run_foreground(mountpoint: str, control: str | None = None, ready_fd: int | 
         if ready_fd is not None:
             os.write(ready_fd, (READY + "\n").encode())
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        # Unmounting makes the FUSE loop return; do it from a helper so we do not block here.
-        subprocess.Popen(["fusermount", "-u", "-z", mountpoint],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
     ops = ConfigFS(emulation.tree, mountpoint, emulation.lock, emulation.faults,
                    emulation.counters, on_init=on_init)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # The main thread sits inside libfuse, where Python signal handlers never run: block the
+    # signals everywhere and let one thread sigwait() for them, then unmount, which ends the loop.
+    stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    threading.Thread(target=_unmount_on_signal, args=(mountpoint, stop_signals),
+                     name="configfs-signals", daemon=True).start()
     try:
         mfusepy.FUSE(ops, mountpoint, foreground=True, nothreads=False, raw_fi=True,
+                     allow_other=True,
                      fsname="configfs", subtype="sbps", attr_timeout=0, entry_timeout=0,
                      negative_timeout=0, debug=debug)
     finally:
         if server is not None:
             server.close()
     return 0
+
+
+def _unmount_on_signal(mountpoint: str, signals: set[signal.Signals]) -> None:
+    signum = signal.sigwait(signals)
+    log.info("signal %s: unmounting %s", signum, mountpoint)
+    subprocess.run(["fusermount", "-u", "-z", mountpoint], capture_output=True, check=False)
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,8 @@ def mounted(mountpoint: str | None = None, start_timeout: float = 60.0) -> Itera
     proc = subprocess.Popen(
         [sys.executable, "-m", "configfs", "mount", root, "--control", control,
          "--ready-fd", str(write_fd)],
-        pass_fds=(write_fd,), cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        pass_fds=(write_fd,), cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        preexec_fn=_die_with_parent)
     os.close(write_fd)
     try:
         _wait_ready(read_fd, proc, start_timeout)
@@ -114,6 +121,14 @@ def mounted(mountpoint: str | None = None, start_timeout: float = 60.0) -> Itera
         _reap(proc)
         unmount(root)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """If the test process is killed outright, the child gets SIGTERM and unmounts itself."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _wait_ready(read_fd: int, proc: subprocess.Popen[bytes], timeout: float) -> None:

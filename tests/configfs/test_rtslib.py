@@ -115,3 +115,17 @@ def test_sessions_show_in_acl_info(rts: RTSRoot, emulation: Mounted, backing: Pa
 def test_unknown_fabric_is_refused_like_a_missing_module(rts: RTSRoot) -> None:
     with pytest.raises(RTSLibError):
         FabricModule("loopback")._check_self()
+
+
+def test_reading_everything_back_makes_no_writes(rts: RTSRoot, emulation: Mounted,
+                                                backing: Path) -> None:
+    build(backing)
+    emulation.control.reset_counters()
+    again = RTSRoot()
+    again.dump()
+    list(again.sessions)
+    [so] = list(again.storage_objects)
+    assert so.status == "activated" and list(so.attached_luns)
+    assert emulation.control.writes() == 0
+    FileIOStorageObject("img1")  # lookup mode
+    assert emulation.control.counters()["log"] == []
