@@ -46,7 +46,7 @@ class Faults:
 
     def inject(self, path: str, error: int | str, ops: tuple[str, ...] = MUTATIONS,
                prefix: bool = False, once: bool = True) -> int:
-        unknown = set(ops) - set(MUTATIONS) - {"read"}
+        unknown = set(ops) - set(MUTATIONS)
         if unknown:
             raise ValueError(f"unknown operations {sorted(unknown)}")
         fault = Fault(self.next_id, _norm(path), errno_of(error), frozenset(ops), prefix, once)
