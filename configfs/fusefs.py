@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ConfigFS(mfusepy.Operations):  # type: ignore[misc]
+class ConfigFS(mfusepy.Operations):
     use_ns = True
 
     def __init__(self, tree: Tree, mountpoint: str, lock: threading.RLock,
