@@ -87,6 +87,7 @@ class Reconciler:
         self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="sbps-backend")
         self._io = ThreadPoolExecutor(8, thread_name_prefix="sbps-io")
         self._wake = asyncio.Event()
+        self._pass_lock = asyncio.Lock()
         self._pass_done = asyncio.Condition()
         self._staging: dict[str, asyncio.Task[None]] = {}
         self._desired: tuple[DesiredImage, ...] = ()
@@ -108,13 +109,14 @@ class Reconciler:
             await self._pass_done.wait_for(lambda: self.status.passes >= number)
         return self.status
 
-    async def run(self) -> None:
-        """Pass at start, then on every trigger or interval, until cancelled."""
-        while True:
-            self._wake.clear()
+    async def run(self, first_pass: bool = True) -> None:
+        """A pass at start (unless already done), then one per trigger or interval."""
+        if first_pass:
             await self.run_pass()
+        while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._next_wait())
+            await self.run_pass()
 
     def _next_wait(self) -> float:
         wait = self.cfg.reconcile.interval
@@ -137,6 +139,12 @@ class Reconciler:
     # The pass ----------------------------------------------------------------------
 
     async def run_pass(self) -> Status:
+        async with self._pass_lock:
+            # Triggers that arrive from here on cause exactly one more pass.
+            self._wake.clear()
+            return await self._pass()
+
+    async def _pass(self) -> Status:
         started = self.clock()
         t0 = time.monotonic()
         errors: list[str] = []
