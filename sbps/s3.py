@@ -164,6 +164,11 @@ class S3:
             body = r["Body"].read(max_bytes + 1)
         except Exception as exc:
             raise translate(exc, "get_object", url) from exc
+        # read(amt) does not check the length: a connection closed early gives a short body.
+        expected = r.get("ContentLength")
+        if expected is not None and len(body) != int(expected):
+            raise UpstreamTemporaryError(f"S3 get {url}: {len(body)} of {expected} bytes "
+                                         "received", code="s3_unavailable")
         return body, str(r["ETag"]).strip('"')
 
     def get_range(self, url: S3Url, start: int, end: int, *, if_match: str) -> Iterator[bytes]:

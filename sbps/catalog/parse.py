@@ -52,6 +52,12 @@ def parse_created(value: Any) -> tuple[datetime | None, str]:
             return _utc(datetime.fromisoformat(text)), ""
         except ValueError:
             pass
+        if len(text) == 14 and text.isdigit():  # %Y%m%d%H%M%S, not epoch milliseconds
+            try:
+                return (_utc(datetime.strptime(text, "%Y%m%d%H%M%S")),
+                        f"created {value!r} normalised")
+            except ValueError:
+                pass
         try:
             return _epoch(float(text)), f"created {value!r} is epoch time; normalised"
         except (ValueError, OverflowError, OSError):

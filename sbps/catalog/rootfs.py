@@ -108,7 +108,8 @@ class RootfsTracker:
         if (entry.manifest_key != key or entry.retry_manifest
                 or (slow and (record.manifest_etag is None or entry.manifest_problem))):
             failed = await self._fetch_manifest(entry, key)
-            degraded = degraded or failed
+            if failed is not None:  # the record changed but its manifest is unreadable
+                return self._answer(entry, None, None, degraded or failed)
         if entry.manifest_problem is not None:
             return self._answer(entry, None, entry.manifest_problem, degraded)
         if entry.rootfs_key is None:

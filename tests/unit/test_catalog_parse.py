@@ -132,7 +132,7 @@ def test_warnings_name_the_normalisation() -> None:
     "2023-06-01T12:00:00Z", "2023-06-01T12:00:00+00:00", "2023-06-01T14:00:00+02:00",
     "2023-06-01T12:00:00", "2023-06-01 12:00:00", "2023-06-01T12:00:00.000000Z",
     "2023-06-01T12:00:00.000000000Z", 1685620800, 1685620800.0, "1685620800",
-    1685620800000, "Thu, 01 Jun 2023 12:00:00 GMT", "2023/06/01 12:00:00",
+    1685620800000, "Thu, 01 Jun 2023 12:00:00 GMT", "2023/06/01 12:00:00", "20230601120000",
 ])
 def test_created_formats(value: Any) -> None:
     assert parse_created(value)[0] == WHEN
@@ -227,3 +227,13 @@ def test_any_record_gives_a_record_or_a_problem(raw: Any) -> None:
 def test_any_manifest_gives_a_manifest_or_a_problem(doc: Any) -> None:
     result = parse_manifest(IMG, json.dumps(doc), [])
     assert isinstance(result, (Manifest, Problem))
+
+
+def test_the_dev_servers_odd_records() -> None:
+    from tests.fixtures.servers import IMS_ODD_RECORDS
+    records = json.loads(IMS_ODD_RECORDS.read_text())
+    parsed = [parse_record(raw, n, []) for n, raw in enumerate(records)]
+    assert all(isinstance(r, ImageRecord) for r in parsed), parsed
+    for r in parsed:
+        assert isinstance(r, ImageRecord)
+        assert r.created is not None and r.created.year == 2024
