@@ -3,8 +3,8 @@
 Owns the HTTP exchange with IMS (aiohttp): URL, timeout, TLS, bearer token, and retries
 with exponential backoff and jitter on connection errors, timeouts, 5xx and unreadable
 JSON (an upstream outage), never on 4xx. Errors become sbps.errors naming the request.
-Returns decoded JSON; turning it into records is ``parse``'s job. Must not decide what to
-project.
+Returns decoded JSON (``get_record`` parses one record through ``parse``). Must not
+decide what to project.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from typing import Any
 import aiohttp
 
 from sbps.catalog.auth import TokenProvider
+from sbps.catalog.parse import parse_record
 from sbps.config import CatalogConfig
-from sbps.errors import UpstreamPermanentError, UpstreamTemporaryError
+from sbps.errors import InputError, UpstreamPermanentError, UpstreamTemporaryError
+from sbps.model import ImageRecord, Problem
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,13 @@ class ImsClient:
     async def get_image(self, image_id: str) -> Any:
         """One image record as decoded JSON (``parse.parse_record`` makes it typed)."""
         return await self.request("GET", f"{self.url}/{check_id(image_id)}")
+
+    async def get_record(self, image_id: str) -> ImageRecord:
+        """One image record, parsed; a malformed record raises InputError naming the field."""
+        parsed = parse_record(await self.get_image(image_id))
+        if isinstance(parsed, Problem):
+            raise InputError(parsed.obj, parsed.field, parsed.reason, code=parsed.code)
+        return parsed
 
     async def patch_label(self, image_id: str, key: str, value: str | None) -> Any:
         """Set ``metadata[key] = value``, or remove the key when value is None."""

@@ -354,6 +354,8 @@ async def test_get_image_and_patch_label(ims_server: IMSServer, make_catalog: An
         await catalog.ims.patch_label(rec["id"], "sbps-project", "true")
         assert (await catalog.ims.get_image(rec["id"]))["metadata"] == {
             "owner": "me", "sbps-project": "true"}
+        typed = await catalog.ims.get_record(rec["id"])
+        assert typed.ims_id == rec["id"] and typed.metadata["sbps-project"] == "true"
         await catalog.ims.patch_label(rec["id"], "sbps-project", None)
         assert ims_server.get(rec["id"])["metadata"] == {"owner": "me"}
         with pytest.raises(ImsRefused):
