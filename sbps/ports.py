@@ -25,8 +25,21 @@ class CatalogView:
     degraded: tuple[str, ...] = ()
 
 
+class CatalogResult(Protocol):
+    """What the reconciler reads of a catalog pass (``sbps.catalog.CatalogSnapshot``)."""
+
+    @property
+    def images(self) -> tuple[DesiredImage, ...]: ...
+
+    @property
+    def problems(self) -> tuple[Problem, ...]: ...
+
+    @property
+    def degraded(self) -> tuple[str, ...]: ...
+
+
 class Catalog(Protocol):
-    async def refresh(self) -> CatalogView: ...
+    async def scan(self) -> CatalogResult: ...
 
 
 class Stager(Protocol):

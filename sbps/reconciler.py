@@ -38,7 +38,7 @@ from sbps.model import (
     TargetState,
 )
 from sbps.plan import PlanInput, plan, retiring
-from sbps.ports import Catalog, CatalogView, Claims, Gate, Registrar, Stager
+from sbps.ports import Catalog, CatalogResult, CatalogView, Claims, Gate, Registrar, Stager
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -192,15 +192,15 @@ class Reconciler:
         serve = self.status.serving if self.status.passes else True
         return plan(await self._plan_input(self._desired, target, stats, serve))
 
-    async def _catalog_view(self, errors: list[str]) -> CatalogView:
+    async def _catalog_view(self, errors: list[str]) -> CatalogResult:
         try:
-            return await self.catalog.refresh()
+            return await self.catalog.scan()
         except SbpsError as exc:
             errors.append(f"catalog: {exc}")
             log.warning("catalog unavailable, keeping the last known images: %s", exc)
             return CatalogView(self._desired, (), ("catalog",))
 
-    def _desired_from(self, view: CatalogView) -> tuple[DesiredImage, ...]:
+    def _desired_from(self, view: CatalogResult) -> tuple[DesiredImage, ...]:
         if view.images or not self._desired:
             self._empty_passes = 0
             return view.images
