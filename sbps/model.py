@@ -247,9 +247,13 @@ class CacheEntry:
 
 # Actions. Each carries the reason it is taken; only apply() executes them.
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Action:
+    """Base of every action. ``subject`` groups the actions of one image (its backstore
+    name): when one fails, apply() skips the later actions of the same subject only."""
+
     reason: str
+    subject: str = ""
 
     @property
     def kind(self) -> str:
@@ -269,7 +273,7 @@ class ClaimLun(Action):
 
 @dataclass(frozen=True)
 class ReleaseClaim(Action):
-    identity: Identity
+    digest: str
     lun_id: int
 
 
@@ -294,6 +298,11 @@ class DeleteLun(Action):
 
 
 @dataclass(frozen=True)
+class CreateTarget(Action):
+    iqn: str
+
+
+@dataclass(frozen=True)
 class SetTpgEnabled(Action):
     enabled: bool
 
@@ -309,8 +318,18 @@ class SetTpgAttributes(Action):
 
 
 @dataclass(frozen=True)
+class Note:
+    """Something plan() noticed and deliberately did not act on, with its reason."""
+
+    subject: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...] = ()
+    notes: tuple[Note, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.actions)

@@ -1,5 +1,348 @@
-"""The reconcile loop: triggers, passes, image lifecycle and the status snapshot.
+"""The reconcile loop: triggers, passes, staging in the background, and the status snapshot.
 
-Owns scheduling of passes (interval, manual, notification; coalesced), the lifecycle and
-backoff of images, and the atomically replaced status snapshot.
+Owns scheduling (interval, manual and notification triggers, coalesced so that never two
+passes run at once and a trigger during a pass causes exactly one more), the pass itself
+(catalog -> desired, backend -> actual, plan, apply), the node gate and DNS sequencing, and
+the status snapshot, replaced atomically after each pass so readers need no lock.
+
+Never removes on doubt: a degraded catalog keeps the last known good images, and a catalog
+that suddenly comes back empty is treated as an outage for ``empty_catalog_passes``.
 """
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from sbps.apply import Report, apply
+from sbps.backends import TargetBackend
+from sbps.config import Config
+from sbps.errors import SbpsError
+from sbps.lifecycle import ImageStatus, Lifecycle
+from sbps.model import (
+    Action,
+    ClaimLun,
+    DesiredImage,
+    LunStats,
+    Note,
+    Plan,
+    Portal,
+    Problem,
+    ReleaseClaim,
+    TargetState,
+)
+from sbps.plan import PlanInput, plan, retiring
+from sbps.ports import Catalog, CatalogView, Claims, Gate, Registrar, Stager
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+OPEN_ACCESS_ATTRIBUTES = (("generate_node_acls", "1"), ("demo_mode_write_protect", "1"),
+                          ("cache_dynamic_acls", "1"), ("authentication", "0"))
+
+
+@dataclass(frozen=True)
+class Status:
+    """The snapshot every reader (HTTP, metrics, sbpsctl) sees; replaced, never mutated."""
+
+    iqn: str
+    backend: str
+    passes: int = 0
+    last_pass_at: float | None = None
+    last_pass_seconds: float = 0.0
+    last_success_at: float | None = None
+    ready: bool = False
+    gate_open: bool = False
+    serving: bool = False
+    dns_registered: bool = False
+    degraded: tuple[str, ...] = ()
+    images: tuple[ImageStatus, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    notes: tuple[Note, ...] = ()
+    target: TargetState | None = None
+    stats: dict[int, LunStats] = field(default_factory=dict)
+    last_report: Report = field(default_factory=Report)
+    last_plan: Plan = field(default_factory=Plan)
+    errors: tuple[str, ...] = ()
+
+
+class Reconciler:
+    def __init__(self, cfg: Config, iqn: str, *, catalog: Catalog, stager: Stager,
+                 claims: Claims, backend: TargetBackend, gate: Gate, registrar: Registrar,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.iqn = iqn
+        self.catalog, self.stager, self.claims = catalog, stager, claims
+        self.backend, self.gate, self.registrar = backend, gate, registrar
+        self.clock = clock
+        self.lifecycle = Lifecycle(clock, cfg.reconcile.backoff_initial,
+                                   cfg.reconcile.backoff_max)
+        self.status = Status(iqn=iqn, backend=backend.name)
+        self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="sbps-backend")
+        self._io = ThreadPoolExecutor(8, thread_name_prefix="sbps-io")
+        self._wake = asyncio.Event()
+        self._pass_lock = asyncio.Lock()
+        self._pass_done = asyncio.Condition()
+        self._staging: dict[str, asyncio.Task[None]] = {}
+        self._desired: tuple[DesiredImage, ...] = ()
+        self._empty_passes = 0
+        self._closed_at: float | None = None
+        self._portals = frozenset(_portal(p, cfg.target.port) for p in cfg.target.portals) \
+            or frozenset({Portal("0.0.0.0", cfg.target.port)})
+
+    # Triggers -----------------------------------------------------------------------
+
+    def trigger(self, reason: str) -> int:
+        """Ask for a pass; returns the number of the pass that will include this request."""
+        log.debug("pass requested: %s", reason)
+        self._wake.set()
+        return self.status.passes + 1
+
+    async def wait_for_pass(self, number: int) -> Status:
+        async with self._pass_done:
+            await self._pass_done.wait_for(lambda: self.status.passes >= number)
+        return self.status
+
+    async def run(self, first_pass: bool = True) -> None:
+        """A pass at start (unless already done), then one per trigger or interval."""
+        if first_pass:
+            await self.run_pass()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._next_wait())
+            await self.run_pass()
+
+    def _next_wait(self) -> float:
+        wait = self.cfg.reconcile.interval
+        if self._closed_at is not None:
+            wait = min(wait, max(0.0, self._closed_at + self._drain_delay() - self.clock()))
+        return wait
+
+    def _drain_delay(self) -> float:
+        d = self.cfg.reconcile.drain_delay
+        return d if d >= 0 else min(float(self.cfg.dns.ttl), 600.0)
+
+    # Helpers to leave the event loop -------------------------------------------------
+
+    async def _on_backend(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._backend_thread, fn, *args)
+
+    async def _on_io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    # The pass ----------------------------------------------------------------------
+
+    async def run_pass(self) -> Status:
+        async with self._pass_lock:
+            # Triggers that arrive from here on cause exactly one more pass.
+            self._wake.clear()
+            return await self._pass()
+
+    async def _pass(self) -> Status:
+        started = self.clock()
+        t0 = time.monotonic()
+        errors: list[str] = []
+        view = await self._catalog_view(errors)
+        desired = self._desired = self._desired_from(view)
+        gate_open = await self._gate_open(errors)
+        serve = await self._sequence_gate(gate_open, errors)
+        target = stats = None
+        report = Report()
+        last_plan = Plan()
+        try:
+            for _ in range(3):  # claims first, then exports: at most a few rounds
+                target = await self._on_backend(self.backend.read)
+                stats = await self._on_backend(self.backend.stats)
+                inp = await self._plan_input(desired, target, stats, serve)
+                last_plan = plan(inp)
+                report = await apply(last_plan, _Ports(self))
+                if not any(isinstance(a, ClaimLun) for a in last_plan.actions) or report.failed:
+                    break
+            if report.target_writes or target is None:
+                target = await self._on_backend(self.backend.read)
+            ret = retiring(replace(inp, target=target))
+            self.lifecycle.observe(desired, target, inp.staged, inp.claims, ret)
+        except SbpsError as exc:
+            errors.append(f"target: {exc}")
+            log.error("reading or changing the target failed: %s", exc)
+        dns_ok = await self._sync_dns(gate_open, target, errors)
+        ok = not errors and not report.failed
+        self.status = replace(
+            self.status, passes=self.status.passes + 1, last_pass_at=started,
+            last_pass_seconds=time.monotonic() - t0,
+            last_success_at=started if ok else self.status.last_success_at,
+            ready=self.status.ready or target is not None, gate_open=gate_open, serving=serve,
+            dns_registered=dns_ok, degraded=view.degraded, images=self.lifecycle.status(),
+            problems=view.problems, notes=last_plan.notes, target=target,
+            stats=stats or {}, last_report=report, last_plan=last_plan, errors=tuple(errors))
+        async with self._pass_done:
+            self._pass_done.notify_all()
+        return self.status
+
+    async def dry_run(self) -> Plan:
+        """The plan a pass would apply now, without applying it."""
+        target = await self._on_backend(self.backend.read)
+        stats = await self._on_backend(self.backend.stats)
+        serve = self.status.serving if self.status.passes else True
+        return plan(await self._plan_input(self._desired, target, stats, serve))
+
+    async def _catalog_view(self, errors: list[str]) -> CatalogView:
+        try:
+            return await self.catalog.refresh()
+        except SbpsError as exc:
+            errors.append(f"catalog: {exc}")
+            log.warning("catalog unavailable, keeping the last known images: %s", exc)
+            return CatalogView(self._desired, (), ("catalog",))
+
+    def _desired_from(self, view: CatalogView) -> tuple[DesiredImage, ...]:
+        if view.images or not self._desired:
+            self._empty_passes = 0
+            return view.images
+        self._empty_passes += 1
+        limit = self.cfg.reconcile.empty_catalog_passes
+        if self._empty_passes <= limit:
+            log.warning("the catalog came back empty (%d of %d passes); treating it as an "
+                        "outage and keeping %d images", self._empty_passes, limit,
+                        len(self._desired))
+            return self._desired
+        return view.images
+
+    async def _gate_open(self, errors: list[str]) -> bool:
+        try:
+            return await self.gate.is_open()
+        except SbpsError as exc:
+            errors.append(f"gate: {exc}")
+            log.warning("gate %s unavailable, keeping its last state: %s", self.gate.name, exc)
+            return self.status.gate_open if self.status.passes else True
+
+    async def _sequence_gate(self, gate_open: bool, errors: list[str]) -> bool:
+        """Closing: withdraw DNS first, serve until the drain delay passed. Opening: serve
+        now; DNS follows once the pass has exported (in _sync_dns)."""
+        if gate_open:
+            self._closed_at = None
+            return True
+        if self._closed_at is None:
+            self._closed_at = self.clock()
+            log.info("gate %s closed: withdrawing DNS, disabling the target in %.0f s",
+                     self.gate.name, self._drain_delay())
+            await self._ensure_dns(False, errors)
+        return self.clock() < self._closed_at + self._drain_delay()
+
+    async def _sync_dns(self, gate_open: bool, target: TargetState | None,
+                        errors: list[str]) -> bool:
+        if not gate_open or target is None or not target.tpg_enabled:
+            return False
+        return await self._ensure_dns(True, errors)
+
+    async def _ensure_dns(self, present: bool, errors: list[str]) -> bool:
+        try:
+            await self.registrar.ensure(present)
+            return present
+        except SbpsError as exc:
+            errors.append(f"dns: {exc}")
+            log.warning("DNS %s failed: %s", "registration" if present else "withdrawal", exc)
+            return False
+
+    async def _plan_input(self, desired: tuple[DesiredImage, ...], target: TargetState,
+                          stats: dict[int, LunStats], serve: bool) -> PlanInput:
+        staged = {}
+        for img in desired:
+            entry = self.stager.entry(img.identity.digest)
+            if entry is not None and entry.etag == img.source.etag:
+                staged[img.identity.digest] = entry.path
+        claims: dict[str, int] = {}
+        candidates: dict[str, int] = {}
+        for img in desired:
+            c = await self._on_io(self.claims.lookup, img.identity)
+            if c is not None:
+                claims[img.identity.digest] = c.lun_id
+            else:
+                candidates[img.identity.digest] = await self._on_io(self.claims.candidate,
+                                                                     img.identity)
+        # Claims this worker holds for images no longer desired, so retiring releases them.
+        for c_digest, lun_id in (await self._on_io(self.claims.held)).items():
+            claims.setdefault(c_digest, lun_id)
+        base = PlanInput(desired=desired, target=target, cache_dir=self.cfg.stage.cache_dir,
+                         staged=staged, claims=claims, candidates=candidates,
+                         blocked=self.lifecycle.blocked() | frozenset(self._staging),
+                         serve=serve, portals=self._portals,
+                         attributes=OPEN_ACCESS_ATTRIBUTES)
+        due = self.lifecycle.retire_due(retiring(base), target, stats,
+                                        self.cfg.reconcile.retire_grace,
+                                        self.cfg.reconcile.retire_max_wait)
+        return replace(base, retire_due=due)
+
+    # Background staging -----------------------------------------------------------------
+
+    def start_staging(self, image: DesiredImage) -> None:
+        digest = image.identity.digest
+        if digest in self._staging:
+            return
+        self.lifecycle.staging(image)
+        self._staging[digest] = asyncio.create_task(self._stage(image),
+                                                    name=f"stage-{image.identity.name}")
+
+    async def _stage(self, image: DesiredImage) -> None:
+        try:
+            await self.stager.stage(image)
+        except SbpsError as exc:
+            self.lifecycle.failed(image, exc.code, str(exc))
+        else:
+            self.trigger(f"staged {image.identity.name}")
+        finally:
+            self._staging.pop(image.identity.digest, None)
+
+    async def staging_idle(self) -> None:
+        while self._staging:
+            await asyncio.gather(*self._staging.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in self._staging.values():
+            task.cancel()
+        await asyncio.gather(*self._staging.values(), return_exceptions=True)
+        self._backend_thread.shutdown(wait=True)
+        self._io.shutdown(wait=True)
+
+
+class _Ports:
+    """apply()'s view of the reconciler."""
+
+    def __init__(self, r: Reconciler) -> None:
+        self.r = r
+
+    def stage(self, image: DesiredImage) -> None:
+        self.r.start_staging(image)
+
+    async def claim(self, action: ClaimLun) -> int:
+        pe_etag = None
+        img = next((i for i in self.r._desired if i.identity == action.identity), None)
+        if img is not None and img.kind.value == "pe":
+            pe_etag = img.source.etag
+        c = await self.r._on_io(lambda: self.r.claims.claim(
+            action.identity, preferred=action.lun_id or None, pe_etag=pe_etag))
+        return c.lun_id
+
+    async def release(self, action: ReleaseClaim) -> None:
+        await self.r._on_io(self.r.claims.release, action.digest, action.lun_id)
+
+    async def target(self, action: Action) -> None:
+        await self.r._on_backend(self.r.backend.apply, action)
+
+    async def commit(self) -> None:
+        await self.r._on_backend(self.r.backend.commit)
+
+
+def _portal(text: str, default_port: int) -> Portal:
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+        return Portal(host.rstrip("]"), int(port) if port else default_port)
+    host, sep, port = text.rpartition(":")
+    if sep and host and port.isdigit() and ":" not in host:
+        return Portal(host, int(port))
+    return Portal(text, default_port)
