@@ -9,11 +9,17 @@ Modules: ``ids`` (hashing, probe order, quarantine: pure), ``codec`` (object bod
 """
 
 from sbps.claims.failures import ClaimContention, ClaimHeld, ClaimMissing, PeChanged, RangeFull
-from sbps.claims.ids import first_candidate, is_free, probe_order, quarantine_ends
+from sbps.claims.ids import (
+    first_candidate,
+    is_free,
+    preferred_order,
+    probe_order,
+    quarantine_ends,
+)
 from sbps.claims.registry import Allocation, ClaimRegistry, Settings, journal_path
 
 __all__ = [
     "Allocation", "ClaimContention", "ClaimHeld", "ClaimMissing", "ClaimRegistry",
     "PeChanged", "RangeFull", "Settings", "first_candidate", "is_free", "journal_path",
-    "probe_order", "quarantine_ends",
+    "preferred_order", "probe_order", "quarantine_ends",
 ]

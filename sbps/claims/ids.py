@@ -52,6 +52,16 @@ def probe_order(digest: str, lun_min: int, lun_max: int) -> list[int]:
     return [lun_min + (start + k * step) % size for k in range(size)]
 
 
+def preferred_order(digest: str, lun_min: int, lun_max: int,
+                    preferred: int | None = None) -> list[int]:
+    """The probe order, with ``preferred`` (an id the identity is already exported at,
+    for instance by the field agent) tried first when it lies in the range."""
+    order = probe_order(digest, lun_min, lun_max)
+    if preferred is None or not lun_min <= preferred <= lun_max:
+        return order
+    return [preferred] + [i for i in order if i != preferred]
+
+
 def is_free(claim: Claim, now: float, quarantine: float) -> bool:
     """Whether another identity may take the claim's id: no holder, released, rested."""
     if claim.holders or claim.released_at is None:

@@ -13,19 +13,20 @@ from collections.abc import Callable
 
 from sbps.claims import transitions as t
 from sbps.claims.failures import ClaimMissing, RangeFull
-from sbps.claims.ids import is_free, probe_order
+from sbps.claims.ids import is_free, preferred_order
 from sbps.claims.journal import Entry, Journal
 from sbps.model import Claim, Identity
 
 
 def claim(journal: Journal, identity: Identity, hostname: str, lun_min: int, lun_max: int,
-          quarantine: float, now: float, pe_etag: str | None = None) -> Claim:
+          quarantine: float, now: float, pe_etag: str | None = None,
+          preferred: int | None = None) -> Claim:
     entry = journal.by_digest(identity.digest)
     if entry is not None:
         new = t.joined(entry.claim, hostname, pe_etag, now)
         journal.put(Entry(new))
         return new
-    for lun_id in probe_order(identity.digest, lun_min, lun_max):
+    for lun_id in preferred_order(identity.digest, lun_min, lun_max, preferred):
         taken = journal.claims.get(lun_id)
         if taken is None or is_free(taken.claim, now, quarantine):
             new = Claim(lun_id=lun_id, identity_key=identity.key, digest=identity.digest,
@@ -37,8 +38,8 @@ def claim(journal: Journal, identity: Identity, hostname: str, lun_min: int, lun
                     "(all held or in quarantine)")
 
 
-def release(journal: Journal, identity: Identity, hostname: str, now: float) -> Claim | None:
-    entry = journal.by_digest(identity.digest)
+def release(journal: Journal, digest: str, hostname: str, now: float) -> Claim | None:
+    entry = journal.by_digest(digest)
     if entry is None:
         return None
     new = t.left(entry.claim, hostname, now)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from sbps.claims import transitions as t
 from sbps.claims.codec import IndexRecord
 from sbps.claims.failures import ClaimContention, ClaimMissing, RangeFull
-from sbps.claims.ids import is_free, probe_order
+from sbps.claims.ids import is_free, preferred_order
 from sbps.claims.journal import Entry, Journal
 from sbps.claims.store import ClaimStore
 from sbps.errors import InputError
@@ -134,7 +134,8 @@ class Remote:
         return self.modify(lun_id, None, lambda c: t.cleared(
             c, self.clock(), force=force, orphan=orphan), found).claim
 
-    def claim(self, identity: Identity, pe_etag: str | None) -> Claim:
+    def claim(self, identity: Identity, pe_etag: str | None,
+              preferred: int | None = None) -> Claim:
         digest = identity.digest
         for _ in range(self.attempts):
             found = self.store.read_index(digest)
@@ -147,7 +148,7 @@ class Remote:
                 else:
                     self.j.set_index(digest, found[1])
                     return entry.claim
-            entry = self.acquire(identity, pe_etag)
+            entry = self.acquire(identity, pe_etag, preferred)
             rec = IndexRecord(entry.claim.lun_id, identity.key, digest, self.clock())
             try:
                 self.j.set_index(digest, self.store.publish_index(rec, stale))
@@ -165,10 +166,11 @@ class Remote:
         raise ClaimContention(f"{identity.key}: the key index kept changing under "
                               f"{self.attempts} attempts")
 
-    def acquire(self, identity: Identity, pe_etag: str | None) -> Entry:
+    def acquire(self, identity: Identity, pe_etag: str | None,
+                preferred: int | None = None) -> Entry:
         """Hold some id for the identity: an existing claim of it, else the first free id."""
         view, broken = self.scan()
-        order = probe_order(identity.digest, self.lun_min, self.lun_max)
+        order = preferred_order(identity.digest, self.lun_min, self.lun_max, preferred)
         rank = {lun_id: n for n, lun_id in enumerate(order)}
         # A claim a crashed worker (or a concurrent one) made but did not yet agree on.
         own = [e for e in view.values() if e.claim.digest == identity.digest]

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from sbps.claims import local
 from sbps.claims import transitions as t
-from sbps.claims.ids import probe_order
+from sbps.claims.ids import first_candidate, probe_order
 from sbps.claims.journal import FILENAME, Journal
 from sbps.claims.protocol import Lost, Remote
 from sbps.claims.store import ClaimStore
@@ -131,6 +131,16 @@ class ClaimRegistry:
         claim = self.lookup(identity)
         return claim is not None and claim.pe_etag is not None and claim.pe_etag != etag
 
+    def candidate(self, identity: Identity) -> int:
+        """The first id this identity tries."""
+        return first_candidate(identity.digest, self.settings.lun_min, self.settings.lun_max)
+
+    def held(self) -> dict[str, int]:
+        """digest -> LUN id of every claim this worker holds, from the journal."""
+        with self._state() as (j, _):
+            return {e.claim.digest: i for i, e in sorted(j.claims.items())
+                    if e.claim.held_by(self.hostname)}
+
     def journal(self) -> list[Claim]:
         """Every claim the journal caches, by id."""
         with self._state() as (j, _):
@@ -138,9 +148,13 @@ class ClaimRegistry:
 
     # -- claiming and releasing --------------------------------------------------------
 
-    def claim(self, identity: Identity, pe_etag: str | None = None) -> Claim:
+    def claim(self, identity: Identity, *, preferred: int | None = None,
+              pe_etag: str | None = None) -> Claim:
         """This identity's agreed id, joining its holders. Idempotent; a steady call (the
         identity is held and agreed in the journal) makes no S3 request.
+
+        ``preferred`` (an id the identity is already exported at) is tried first when the
+        identity has no agreed id yet; an agreed id always wins over it.
 
         ``pe_etag`` is recorded only by the claim that creates the id (or on a claim that
         has none); a different recorded etag is kept: see ``pe_changed`` and ``promote``.
@@ -149,30 +163,31 @@ class ClaimRegistry:
             s = self.settings
             if remote is None:
                 return local.claim(j, identity, self.hostname, s.lun_min, s.lun_max,
-                                   s.quarantine, self._clock(), pe_etag)
+                                   s.quarantine, self._clock(), pe_etag, preferred)
             entry, idx = j.by_digest(identity.digest), j.index.get(identity.digest)
             if (entry is not None and idx is not None and idx.lun_id == entry.claim.lun_id
                     and entry.claim.held_by(self.hostname)
                     and (pe_etag is None or entry.claim.pe_etag is not None)):
                 return entry.claim
-            return remote.claim(identity, pe_etag)
+            return remote.claim(identity, pe_etag, preferred)
 
-    def release(self, identity: Identity) -> Claim | None:
-        """Leave the holders of this identity's claim; the last one out starts quarantine.
-        None if this worker knows no claim of the identity."""
+    def release(self, digest: str, lun_id: int | None = None) -> None:
+        """Leave the holders of this identity's claim (found by digest in the journal, else
+        on ``lun_id``); the last holder out starts the quarantine."""
         with self._state() as (j, remote):
             if remote is None:
-                return local.release(j, identity, self.hostname, self._clock())
-            entry = j.by_digest(identity.digest)
-            if entry is None:
-                return None
+                local.release(j, digest, self.hostname, self._clock())
+                return
+            entry = j.by_digest(digest)
+            target = entry.claim.lun_id if entry is not None else lun_id
+            if target is None:
+                return
             try:
-                return remote.modify(entry.claim.lun_id, identity.digest,
-                                     lambda c: t.left(c, self.hostname, self._clock()),
-                                     entry).claim
+                remote.modify(target, digest, lambda c: t.left(c, self.hostname,
+                                                                self._clock()), entry)
             except Lost:
-                j.drop(entry.claim.lun_id)
-                return None
+                if entry is not None:
+                    j.drop(entry.claim.lun_id)
 
     def record_pe_etag(self, identity: Identity, etag: str) -> Claim:
         """Record the PE etag on a claim that has none; PeChanged if it carries another."""
