@@ -10,6 +10,7 @@ Must not do I/O.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +42,14 @@ def claim_to_dict(claim: Claim) -> dict[str, Any]:
     }
 
 
+def _with_nonce(d: dict[str, Any]) -> bytes:
+    # A fresh nonce per write makes every version's ETag unique, so an If-Match taken from
+    # an old read can never match a later version that happens to have the same content.
+    return json.dumps(dict(d, write_id=uuid.uuid4().hex), sort_keys=True, indent=1).encode()
+
+
 def claim_to_bytes(claim: Claim) -> bytes:
-    return json.dumps(claim_to_dict(claim), sort_keys=True, indent=1).encode()
+    return _with_nonce(claim_to_dict(claim))
 
 
 def _time(d: Mapping[str, Any], key: str, where: str) -> float | None:
@@ -107,9 +114,9 @@ def claim_from_bytes(body: bytes, where: str, lun_id: int | None = None) -> Clai
 
 
 def index_to_bytes(rec: IndexRecord) -> bytes:
-    return json.dumps({"version": VERSION, "lun_id": rec.lun_id,
-                       "identity_key": rec.identity_key, "digest": rec.digest,
-                       "created_at": rec.created_at}, sort_keys=True, indent=1).encode()
+    return _with_nonce({"version": VERSION, "lun_id": rec.lun_id,
+                        "identity_key": rec.identity_key, "digest": rec.digest,
+                        "created_at": rec.created_at})
 
 
 def index_from_bytes(body: bytes, where: str, digest: str | None = None) -> IndexRecord:
