@@ -77,11 +77,12 @@ def journal_path(state_dir: str | Path) -> Path:
 
 class ClaimRegistry:
     """Agreed LUN ids for one worker (``hostname``), cached in the journal file ``journal``
-    (None: in memory only, as ``sbpsctl`` uses it so as not to race the daemon's file)."""
+    (None: in memory only). ``persist=False`` reads the journal but never writes it, as
+    ``sbpsctl`` does so as not to race the daemon that owns the file."""
 
     def __init__(self, s3: S3 | None, bucket: str, hostname: str, settings: Settings,
-                 journal: str | Path | None, *, clock: Callable[[], float] = time.time
-                 ) -> None:
+                 journal: str | Path | None, *, clock: Callable[[], float] = time.time,
+                 persist: bool = True) -> None:
         if settings.allocation is Allocation.CLAIMS and s3 is None:
             raise ValueError("lun_allocation = claims needs an S3 client")
         self.hostname = hostname
@@ -89,6 +90,7 @@ class ClaimRegistry:
         self.bucket = bucket
         self._s3 = s3 if settings.allocation is Allocation.CLAIMS else None
         self._path = Path(journal) if journal is not None else None
+        self._persist = persist
         self._clock = clock
         self._lock = threading.RLock()
         self._journal: Journal | None = None
@@ -112,7 +114,8 @@ class ClaimRegistry:
             try:
                 yield self._journal, self._remote
             finally:
-                self._journal.save()
+                if self._persist:
+                    self._journal.save()
 
     # -- journal only: no S3 request ---------------------------------------------------
 
