@@ -157,7 +157,11 @@ class DesiredImage:
 
 @dataclass(frozen=True)
 class Claim:
-    """The agreed LUN id of an identity, as held in the shared claim registry."""
+    """The agreed LUN id of an identity, as held in the shared claim registry.
+
+    ``released_at`` is set when the last holder left; ``previous_pe_etag`` is the PE etag
+    this claim carried before the last ``promote``. Times are POSIX seconds.
+    """
 
     lun_id: int
     identity_key: str
@@ -165,6 +169,12 @@ class Claim:
     holders: frozenset[str] = frozenset()
     pe_etag: str | None = None
     released_at: float | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+    previous_pe_etag: str | None = None
+
+    def held_by(self, hostname: str) -> bool:
+        return hostname in self.holders
 
 
 @dataclass(frozen=True)
