@@ -58,6 +58,10 @@ def _txt_strings(recs: dict[str, dict[str, Any]]) -> set[str]:
     return out
 
 
+class _ServerError(UpstreamTemporaryError):
+    """A 5xx answer (a backend busy with a concurrent write answers so): worth retrying."""
+
+
 class _Api:
     def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
         self.session, self.base = session, base
@@ -80,15 +84,20 @@ class _Api:
         if resp.status < 500:
             raise UpstreamPermanentError(f"dns: PowerDNS API {method} {url}: HTTP "
                                          f"{resp.status}: {detail}", code="dns_refused")
-        raise UpstreamTemporaryError(f"dns: PowerDNS API {method} {url}: HTTP {resp.status}: "
-                                     f"{detail}")
+        raise _ServerError(f"dns: PowerDNS API {method} {url}: HTTP {resp.status}: {detail}")
 
     async def rrsets(self, zone: str) -> Rrsets:
         data = await self.call("GET", f"/zones/{zone}")
         return {(r["name"].lower(), r["type"]): r for r in data.get("rrsets", [])}
 
-    async def patch(self, zone: str, rrsets: list[dict[str, Any]]) -> None:
-        await self.call("PATCH", f"/zones/{zone}", {"rrsets": rrsets})
+    async def patch(self, zone: str, rrsets: list[dict[str, Any]]) -> bool:
+        """False when the server failed (5xx): the caller reads again and retries."""
+        try:
+            await self.call("PATCH", f"/zones/{zone}", {"rrsets": rrsets})
+        except _ServerError as exc:
+            log.info("%s; reading again", exc)
+            return False
+        return True
 
 
 def _replace(name: str, rdtype: str, ttl: int, recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -181,7 +190,10 @@ class PdnsRegistrar:
                 return
             ttl = int(rrset["ttl"]) if rrset else rec.ttl  # the rrset's TTL is shared
             await self._step("read", rec.srv_name)
-            await api.patch(zone, [_replace(rec.srv_name, "SRV", ttl, list(keep.values()))])
+            if not await api.patch(zone, [_replace(rec.srv_name, "SRV", ttl,
+                                                   list(keep.values()))]):
+                await self._pause(attempt)
+                continue
             log.info("dns: %s %s SRV %s (attempt %d)", "registered" if present else
                      "withdrew", rec.srv_name, rec.srv_data, attempt,
                      extra={"action": "dns-register" if present else "dns-withdraw",
@@ -228,7 +240,9 @@ class PdnsRegistrar:
                           _replace(rec.host, "TXT", int(txt_rr["ttl"]) if txt_rr else rec.ttl,
                                    other_txt)]
             await self._step("read", rec.host)
-            await api.patch(zone, change)
+            if not await api.patch(zone, change):
+                await self._pause(attempt)
+                continue
             log.info("dns: %s %s A %s (%s, attempt %d)", "registered" if present else
                      "withdrew", rec.host, rec.address or "", own.value, attempt,
                      extra={"action": "dns-register" if present else "dns-withdraw",
