@@ -69,7 +69,8 @@ def _domain(cfg: Config) -> str:
         if not value.strip(". "):
             raise ConfigError(key, value, "required for DNS registration (dns.mode is "
                               f"{cfg.dns.mode})")
-    return f"{cfg.node.system_name.strip('.')}.{cfg.node.site_domain.strip('.')}."
+    # Lower case: PowerDNS keys rrsets by canonical (lower-case) names.
+    return f"{cfg.node.system_name.strip('.')}.{cfg.node.site_domain.strip('.')}.".lower()
 
 
 def portal_port(cfg: Config, address: str | None) -> int:

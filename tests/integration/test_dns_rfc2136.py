@@ -174,3 +174,31 @@ async def test_zones_from_configuration(knot_server: KnotServer) -> None:
     w1._zones.clear()
     with pytest.raises(UpstreamPermanentError, match="no zone in dns.zones"):
         await w1.ensure(True)
+
+
+async def test_a_name_taken_between_read_and_update_is_not_overwritten(
+        knot_server: KnotServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone claims our host name after the registrar read it: the update's prerequisite
+    fails, the registrar reads again, finds the name foreign, and leaves it alone."""
+    w1 = worker(knot_server, "ncn-w001", "10.1.0.1", "10.2.0.1")
+    diff = w1._diff
+    calls = []
+
+    def diff_then_race(*args: object, **kwargs: object) -> object:
+        out = diff(*args, **kwargs)  # type: ignore[arg-type]
+        if not calls:
+            msg = by_hand(knot_server, f"hsn.{BASE}")
+            msg.add(host("001", "hsn"), 300, "A", "192.0.2.9")
+            msg.add(host("001", "hsn"), 300, "TXT", '"sbps-owner=intruder"')
+            send(knot_server, msg)
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(w1, "_diff", diff_then_race)
+    with pytest.raises(UpstreamPermanentError, match="owned by someone else"):
+        await w1.ensure(True)
+    assert len(calls) >= 2
+    assert query(knot_server.port, host("001", "hsn"), "A") == {"192.0.2.9"}
+    assert query(knot_server.port, host("001", "hsn"), "TXT") == {'"sbps-owner=intruder"'}
+    assert query(knot_server.port, SRV_HSN, "SRV") == set()
+    assert query(knot_server.port, host("001", "nmn"), "A") == {"10.2.0.1"}
