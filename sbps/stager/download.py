@@ -81,6 +81,7 @@ class Download:
 
     def prepare(self) -> list[int]:
         """Open (or resume) the partial file; return the chunks still to fetch."""
+        os.makedirs(self.layout.root, mode=0o755, exist_ok=True)
         progress = self.log.open()
         fresh = not progress.chunks and not progress.parts
         try:
@@ -153,13 +154,13 @@ class Download:
             view, pos = view[n:], pos + n
 
     def _parts_of(self, chunk: int) -> list[int]:
-        if not self.plan.parts:
-            return []
-        return [self.chunks[chunk][0] // self.plan.part_size]
+        start, end = self.chunks[chunk]
+        return [p for p in self.tracker.covering(start, end) if p < self.plan.parts]
 
     def _part_chunks_recorded(self, part: int) -> bool:
         s, e = self.segments[part].start, self.segments[part].end
-        return all(i in self._recorded for i, (cs, _) in enumerate(self.chunks) if s <= cs < e)
+        return all(i in self._recorded for i, (cs, ce) in enumerate(self.chunks)
+                   if cs < e and s < ce)
 
     def _segment_done(self, index: int, seg: Segment) -> None:
         if index < self.plan.parts:

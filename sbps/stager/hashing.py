@@ -57,9 +57,14 @@ class Plan:
                 for i in range(self.parts)]
 
     def chunks(self, chunk_size: int) -> list[tuple[int, int]]:
-        """Download ranges [start, end): at most ``chunk_size`` bytes, aligned to parts."""
+        """Download ranges [start, end) of about ``chunk_size`` bytes whose ends fall on part
+        boundaries: a large part is split, small parts are grouped whole."""
         bounds = self.part_ranges() or [(0, self.size)]
         out: list[tuple[int, int]] = []
+        if self.parts and self.part_size < chunk_size:
+            group = chunk_size // self.part_size
+            return [(bounds[i][0], bounds[min(i + group, len(bounds)) - 1][1])
+                    for i in range(0, len(bounds), group)]
         for start, end in bounds:
             out.extend((s, min(s + chunk_size, end)) for s in range(start, end, chunk_size))
         return out
@@ -123,8 +128,9 @@ class Tracker:
         self.on_segment = on_segment
         self.reread = 0
 
-    def covering(self, offset: int) -> list[int]:
-        return [i for i, s in enumerate(self.segments) if s.start <= offset < s.end]
+    def covering(self, start: int, end: int) -> list[int]:
+        """The segments that overlap [start, end)."""
+        return [i for i, s in enumerate(self.segments) if s.start < end and start < s.end]
 
     def mark_complete(self, chunk: int) -> None:
         start, end = self.chunks[chunk]
@@ -132,7 +138,7 @@ class Tracker:
 
     def wrote(self, chunk: int, offset: int, data: memoryview) -> None:
         self.written[chunk] = offset + len(data) - self.chunks[chunk][0]
-        for i in self.covering(offset):
+        for i in self.covering(offset, offset + len(data)):
             self.feed(i, offset, data)
 
     def feed(self, index: int, offset: int = -1, data: memoryview | None = None) -> None:

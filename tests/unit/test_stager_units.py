@@ -36,17 +36,23 @@ def test_plans() -> None:
     chunks = plan.chunks(3 * MIB)
     assert chunks == [(0, 3 * MIB), (3 * MIB, 5 * MIB), (5 * MIB, 8 * MIB),
                       (8 * MIB, 10 * MIB), (10 * MIB, 11 * MIB)]
+    assert plan.chunks(10 * MIB) == [(0, 10 * MIB), (10 * MIB, 11 * MIB)]
+    assert plan.chunks(16 * MIB) == [(0, 11 * MIB)]
     assert make_plan(md5 + "-3", 11 * MIB, 3, 5 * MIB, md5).whole
     assert "parts" in make_plan(md5 + "-3", 11 * MIB, 0, 0, None).unverifiable
     assert "unequal" in make_plan(md5 + "-3", 30 * MIB, 3, 5 * MIB, None).unverifiable
     assert make_plan("not-an-md5", 1, 0, 0, None).unverifiable
 
 
-def test_tracker_hashes_out_of_order_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("span", [300_000, 2 * (MIB + 7) + 100])
+def test_tracker_hashes_out_of_order_writes(tmp_path: Path, span: int) -> None:
     data = random.Random(1).randbytes(3 * MIB + 12345)
     part = MIB + 7
     parts = [(s, min(s + part, len(data))) for s in range(0, len(data), part)]
-    chunks = [(s, min(s + 300_000, e)) for ps, e in parts for s in range(ps, e, 300_000)]
+    if span < part:
+        chunks = [(s, min(s + span, e)) for ps, e in parts for s in range(ps, e, span)]
+    else:  # ranges over several parts; 64 KiB writes straddle part boundaries
+        chunks = [(s, min(s + span, len(data))) for s in range(0, len(data), span)]
     segments = [Segment(s, e) for s, e in parts] + [Segment(0, len(data))]
     done: list[int] = []
     path = tmp_path / "f"
