@@ -75,7 +75,12 @@ class Download:
         self.log = ProgressLog(layout.progress(digest), {
             "etag": plan.etag, "size": plan.size, "parts": plan.parts,
             "part_size": plan.part_size, "chunks": [list(c) for c in self.chunks]})
-        self.tracker = Tracker(-1, self.chunks, self.segments, self._segment_done)
+        self.tracker = Tracker(-1, self.chunks, self.segments, self._segment_done,
+                               disjoint=plan.parts)
+        self._part_chunks: list[list[int]] = [[] for _ in range(plan.parts)]
+        for i in range(len(self.chunks)):
+            for p in self._parts_of(i):
+                self._part_chunks[p].append(i)
 
     # -- blocking steps, run in worker threads -------------------------------------------
 
@@ -158,9 +163,7 @@ class Download:
         return [p for p in self.tracker.covering(start, end) if p < self.plan.parts]
 
     def _part_chunks_recorded(self, part: int) -> bool:
-        s, e = self.segments[part].start, self.segments[part].end
-        return all(i in self._recorded for i, (cs, ce) in enumerate(self.chunks)
-                   if cs < e and s < ce)
+        return all(i in self._recorded for i in self._part_chunks[part])
 
     def _segment_done(self, index: int, seg: Segment) -> None:
         if index < self.plan.parts:

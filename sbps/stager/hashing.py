@@ -119,18 +119,27 @@ class Tracker:
     """
 
     def __init__(self, fd: int, chunks: list[tuple[int, int]], segments: list[Segment],
-                 on_segment: Callable[[int, Segment], None] | None = None) -> None:
+                 on_segment: Callable[[int, Segment], None] | None = None, *,
+                 disjoint: int = 0) -> None:
+        """``segments[:disjoint]`` are sorted and do not overlap (the parts of a multipart
+        upload: found by bisection); the rest may overlap anything (the whole file)."""
         self.fd = fd
         self.chunks = chunks
         self.starts = [c[0] for c in chunks]
         self.written = [0] * len(chunks)
         self.segments = segments
+        self.disjoint = disjoint
+        self.seg_starts = [s.start for s in segments[:disjoint]]
         self.on_segment = on_segment
         self.reread = 0
 
     def covering(self, start: int, end: int) -> list[int]:
         """The segments that overlap [start, end)."""
-        return [i for i, s in enumerate(self.segments) if s.start < end and start < s.end]
+        first = max(0, bisect.bisect_right(self.seg_starts, start) - 1)
+        last = bisect.bisect_left(self.seg_starts, end)
+        return [i for i in range(first, last) if self.segments[i].end > start] + [
+            i for i in range(self.disjoint, len(self.segments))
+            if self.segments[i].start < end and start < self.segments[i].end]
 
     def mark_complete(self, chunk: int) -> None:
         start, end = self.chunks[chunk]

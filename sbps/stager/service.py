@@ -159,13 +159,13 @@ class Stager:
                       s3=self.s3, bucket=self._bucket,
                       on_bytes=lambda n: self._counters.add_bytes(digest, n))
         try:
-            pending = await self._run(dl.prepare)
+            pending = await self._step(dl.prepare)
             await fetch_all(dl, pending, self._executor, self.cfg.part_concurrency,
                             on_retry=self._retried)
-            outcome = await self._run(dl.finish)
+            outcome = await self._step(dl.finish)
             checks = self._verify(plan, outcome, image)
             now = self._clock()
-            record = await self._run(dl.publish, lambda st: Record(
+            record = await self._step(dl.publish, lambda st: Record(
                 digest, str(url), etag, st.st_size, st.st_ino, st.st_mtime_ns, now,
                 outcome.md5, plan.parts, plan.part_size, "etag" in checks or "md5" in checks,
                 tuple(checks)))
@@ -322,6 +322,16 @@ class Stager:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _step(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like ``_run``, but a cancelled caller still waits for the thread to end, so the
+        partial file is never closed under a step that is using it."""
+        job = self._executor.submit(fn, *args)
+        try:
+            return await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            await thread_done(job, asyncio.get_running_loop())
+            raise
 
     async def aclose(self) -> None:
         """Stop the stager's own worker threads (after every stage call has returned)."""

@@ -107,14 +107,15 @@ async def test_single_part_object_is_verified(s3: S3, s3_client: Any, s3_bucket:
         await stager.aclose()
 
 
+@pytest.mark.parametrize("chunk", [3 * MIB, 12 * MIB])
 async def test_multipart_object_is_verified_per_part(s3: S3, s3_client: Any, s3_bucket: str,
-                                                     cache_dir: Path) -> None:
+                                                     cache_dir: Path, chunk: int) -> None:
     body = body_of(17 * MIB + 5, seed=2)
     etag = put_multipart(s3_client, s3_bucket, "b/rootfs", body)
     assert etag.endswith("-4")
     img = image(s3_bucket, "b/rootfs", etag, len(body))
-    # 3 MiB ranges do not divide 5 MiB parts: ranges must still stop at part boundaries.
-    stager = Stager(stage_cfg(cache_dir, part_size=3 * MIB, part_concurrency=3), s3)
+    # 3 MiB ranges split 5 MiB parts unevenly; 12 MiB ranges group two parts whole.
+    stager = Stager(stage_cfg(cache_dir, part_size=chunk, part_concurrency=3), s3)
     try:
         entry = await stager.stage(img)
         assert Path(entry.path).read_bytes() == body
