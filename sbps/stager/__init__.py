@@ -5,9 +5,10 @@ cache budget and eviction. Must not touch the target or decide what is desired.
 
 The reconciler uses ``Stager`` and the error classes re-exported here; the submodules are
 internal: ``service`` (API and policy), ``download`` (ranged GETs into a partial file),
-``hashing`` (verification plan, out-of-order hashing), ``records`` (verification records,
-progress logs), ``cache`` (space, eviction, quarantine), ``check`` (start-up check and
-re-hash), ``throttle`` (bandwidth), ``layout`` (file names from digests), ``status``.
+``hashing`` (verification plan, out-of-order hashing), ``verify`` (content checks),
+``records`` (verification records, progress logs), ``cache`` (space, eviction,
+quarantine), ``check`` (start-up check and re-hash), ``throttle`` (bandwidth), ``layout``
+(file names from digests), ``status``.
 """
 
 from sbps.stager.errors import CacheFull, NoSpace, StageConflict

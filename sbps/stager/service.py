@@ -27,11 +27,12 @@ from sbps.stager import cache
 from sbps.stager.check import check_dir, rehash
 from sbps.stager.download import Download, Outcome, fetch_all, thread_done
 from sbps.stager.errors import NoSpace, StageConflict
-from sbps.stager.hashing import Plan, etag_parts, make_plan, multipart_etag
+from sbps.stager.hashing import Plan, etag_parts, make_plan
 from sbps.stager.layout import Layout, check_digest
 from sbps.stager.records import Record, read_record
 from sbps.stager.status import Counters, InFlight, StageStatus
 from sbps.stager.throttle import TokenBucket
+from sbps.stager.verify import compare
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,26 +195,11 @@ class Stager:
         return entry
 
     def _verify(self, plan: Plan, outcome: Outcome, image: DesiredImage) -> list[str]:
-        what = f"{image.source.url} (image {image.name})"
-        if outcome.size != plan.size:
-            raise VerificationError(f"{what}: staged {outcome.size} bytes, S3 says "
-                                    f"{plan.size}", code="size_mismatch")
-        checks = ["size"]
-        if not plan.unverifiable:
-            computed = multipart_etag(list(outcome.part_digests)) if plan.parts else outcome.md5
-            if computed != plan.etag.lower():
-                raise VerificationError(f"{what}: content has ETag {computed}, S3 says "
-                                        f"{plan.etag}", code="etag_mismatch")
-            checks.append("etag")
-        if image.md5:
-            if outcome.md5 != image.md5.strip().lower():
-                raise VerificationError(f"{what}: content MD5 {outcome.md5}, manifest says "
-                                        f"{image.md5}", code="md5_mismatch")
-            checks.append("md5")
+        checks = compare(plan, outcome, image)
         if len(checks) == 1:
             if self.strict:
-                raise VerificationError(f"{what}: cannot be verified: {plan.unverifiable}",
-                                        code="unverifiable")
+                raise VerificationError(f"{image.source.url} (image {image.name}): cannot be "
+                                        f"verified: {plan.unverifiable}", code="unverifiable")
             self._counters.best_effort += 1
             log.warning("staged without verification (stage.verify = best-effort): %s",
                         plan.unverifiable, extra={"digest": image.identity.digest,

@@ -20,7 +20,7 @@ from sbps.config import StageConfig, load
 from sbps.errors import InputError, VerificationError
 from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
 from sbps.s3 import S3, read_credentials
-from sbps.stager import CacheFull, Stager
+from sbps.stager import CacheFull, StageConflict, Stager
 from tests.fixtures.faultproxy import Fault, FaultProxy, running
 from tests.fixtures.servers import S3Server
 
@@ -417,3 +417,26 @@ def _logged(progress: Path, kind: str) -> int:
     except FileNotFoundError:
         return 0
     return sum(1 for line in lines[1:] if line.startswith(b'{"' + kind.encode()))
+
+
+async def test_pe_reupload_under_the_same_digest_waits_until_unexported(
+        s3: S3, s3_client: Any, s3_bucket: str, cache_dir: Path) -> None:
+    url = S3Url(s3_bucket, "PE/cpe.squashfs")
+    old, new = body_of(2 * MIB, seed=50), body_of(2 * MIB, seed=51)
+    stager = Stager(stage_cfg(cache_dir), s3)
+
+    def pe_image(etag: str, size: int) -> DesiredImage:
+        return DesiredImage(identity.pe(url, etag), ImageKind.PE, ObjectInfo(url, etag, size),
+                            name="cpe")
+    try:
+        first = await stager.stage(pe_image(put_single(s3_client, s3_bucket, url.key, old),
+                                            len(old)))
+        img = pe_image(put_single(s3_client, s3_bucket, url.key, new), len(new))
+        assert img.identity.digest == first.digest  # legacy PE identity: path only
+        with pytest.raises(StageConflict):
+            await stager.stage(img, in_use={first.digest})
+        assert Path(first.path).read_bytes() == old
+        second = await stager.stage(img)
+        assert second.path == first.path and Path(second.path).read_bytes() == new
+    finally:
+        await stager.aclose()
