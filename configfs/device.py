@@ -140,6 +140,12 @@ class Device:
             raise fail(errno.EINVAL, f"cannot change {name} while exported")
         if name == "block_size" and value not in (512, 1024, 2048, 4096):
             raise fail(errno.EINVAL, "bad block_size")
+        if name == "emulate_model_alias":
+            # emulate_model_alias_store(): the product id becomes the backstore name,
+            # truncated to 15 characters, or goes back to the plugin's default.
+            if self.export_count():
+                raise fail(errno.EINVAL, "cannot change the model alias while exported")
+            self.wwn["product_id"] = self.name[:15] if value else "FILEIO"
 
     def _guard_wwn(self, name: str, value: int | str) -> None:
         if self.export_count():

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from sbps.config import Config
+from sbps.errors import ConfigError
 from sbps.model import Action, LunStats, TargetState
 
 
@@ -38,3 +40,15 @@ class TargetBackend(Protocol):
     def sessions(self) -> tuple[str, ...]:
         """Initiator names logged in to this worker's target."""
         ...
+
+
+def make_backend(cfg: Config, iqn: str) -> TargetBackend:
+    """The configured backend (``target.backend``), imported only when chosen, so that a
+    host without rtslib can run the tgt backend and the other way round. No side effects:
+    the backend connects to the target on first use."""
+    if cfg.target.backend == "lio":
+        from sbps.backends.lio import LioBackend
+
+        return LioBackend(cfg.target, cfg.stage.cache_dir, iqn)
+    raise ConfigError("target.backend", cfg.target.backend, "lio (tgt is not available in "
+                      "this build)")

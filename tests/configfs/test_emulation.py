@@ -176,3 +176,16 @@ def test_write_counter_counts_only_mutations(emulation: Mounted) -> None:
                                  "unlink": 0}
     control.reset_counters()
     assert control.writes() == 0
+
+
+def test_model_alias_sets_the_product_id_from_the_name(emulation: Mounted,
+                                                      backing: Path) -> None:
+    paths = make_export(emulation, backing)
+    so = f"{emulation.target}/core/fileio_0/abcdef0123456789xyz"
+    os.makedirs(so)
+    write(f"{so}/attrib/emulate_model_alias", "0")
+    assert read(f"{so}/wwn/product_id") == "FILEIO\n"
+    write(f"{so}/attrib/emulate_model_alias", "1")
+    assert read(f"{so}/wwn/product_id") == "abcdef012345678\n"
+    # As the kernel does: refused while the device is exported through a LUN.
+    assert errno_of(write, f"{paths['so']}/attrib/emulate_model_alias", "0") == errno.EINVAL

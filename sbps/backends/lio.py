@@ -1,0 +1,293 @@
+"""The ``lio`` target backend: kernel LIO driven through rtslib-fb objects (no targetcli).
+
+Owns this worker's iSCSI target (``<iqn>``, TPG 1) and the fileio backstores sbps owns
+(backed under the cache directory, or adopted by name by the reconciler). Everything else on
+the target host is reported as foreign and never changed: a request to touch it raises
+BackendError. Every method blocks and must run on the one backend thread (one writer).
+
+Must not: load kernel modules or mount anything (rtslib would; see lio_rtslib), read state
+from saveconfig.json, clear the target, or call rtslib's ``delete(save=True)``. The
+constructor has no side effects; ``open()`` (or the first call) points rtslib at
+``target.configfs_root``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from sbps.backends import lio_read as rd
+from sbps.backends.lio_rtslib import (
+    forget_backstore_indexes,
+    point_rtslib_at,
+    rtslib_root,
+    save_atomically,
+    translated,
+    write_text,
+)
+from sbps.config import TargetConfig
+from sbps.errors import BackendError
+from sbps.model import (
+    Action,
+    CreateLun,
+    CreateStorageObject,
+    CreateTarget,
+    DeleteLun,
+    DeleteStorageObject,
+    Lun,
+    LunStats,
+    SetPortals,
+    SetTpgAttributes,
+    SetTpgEnabled,
+    StorageObject,
+    TargetState,
+)
+
+log = logging.getLogger(__name__)
+
+
+class LioBackend:
+    name = "lio"
+
+    def __init__(self, target: TargetConfig, cache_dir: str, iqn: str) -> None:
+        self.config = target
+        self.iqn = iqn
+        self.ownership = rd.Ownership(cache_dir)
+        self._opened = False
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Point rtslib at ``target.configfs_root``; idempotent. Raises BackendError when the
+        LIO tree is not there (target.service has not run)."""
+        with translated("open", self.config.configfs_root):
+            point_rtslib_at(self.config.configfs_root)
+        self._opened = True
+
+    def adopt(self, names: frozenset[str]) -> None:
+        """Names of field-agent backstores the reconciler adopted: sbps may now change them."""
+        self.ownership.adopted = frozenset(names)
+
+    def _root(self) -> Any:
+        if not self._opened:
+            self.open()
+        forget_backstore_indexes()
+        with translated("open", self.config.configfs_root):
+            return rtslib_root()
+
+    def _scan(self, operation: str) -> tuple[Any, rd.Tree]:
+        root = self._root()
+        with translated(operation, self.iqn):
+            return root, rd.scan(root, self.iqn)
+
+    # Reading ------------------------------------------------------------------------------
+
+    def read(self) -> TargetState:
+        _, tree = self._scan("read")
+        stores: list[StorageObject] = []
+        foreign: list[str] = []
+        with translated("read", self.iqn):
+            for info in tree.storage.values():
+                if info.plugin != "fileio":
+                    foreign.append(f"{info.plugin}/{info.name}")
+                    continue
+                so = rd.describe(info, self.ownership)
+                if so is None:
+                    continue  # half-made by an interrupted create; the next create finishes
+                stores.append(so)
+                if not self.ownership.owns(so):
+                    foreign.append(so.name)
+            foreign += tree.other_luns
+            luns = tuple(Lun(i, os.path.basename(p)) for i, p in sorted(tree.luns.items()))
+            tpg = tree.tpg
+            return TargetState(
+                iqn=self.iqn, exists=tpg is not None,
+                tpg_enabled=bool(tpg.enable) if tpg is not None else False,
+                portals=rd.portals(tpg) if tpg is not None else frozenset(),
+                storage_objects=tuple(sorted(stores, key=lambda s: s.name)), luns=luns,
+                attributes=rd.attributes(tpg) if tpg is not None else (),
+                foreign=tuple(sorted(foreign)))
+
+    def stats(self) -> dict[int, LunStats]:
+        _, tree = self._scan("stats")
+        if tree.tpg is None:
+            return {}
+        with translated("stats", self.iqn):
+            return rd.lun_stats(tree.tpg)
+
+    def sessions(self) -> tuple[str, ...]:
+        _, tree = self._scan("sessions")
+        if tree.tpg is None:
+            return ()
+        with translated("sessions", self.iqn):
+            return rd.session_initiators(tree.tpg)
+
+    # Writing ------------------------------------------------------------------------------
+
+    def apply(self, action: Action) -> None:
+        handler = _HANDLERS.get(type(action))
+        if handler is None:
+            raise BackendError(action.kind, action.subject or self.iqn,
+                               "not a target action")
+        handler(self, action)
+
+    def commit(self) -> None:
+        """Save rtslib's dump of the whole configuration for target.service (atomically,
+        previous file kept as ``.bak``)."""
+        root = self._root()
+        path = self.config.saveconfig_path
+        with translated("save", path):
+            save_atomically(root.dump(), path)
+
+    def _create_target(self, action: CreateTarget) -> None:
+        if action.iqn != self.iqn:
+            raise BackendError("create target", action.iqn, f"not this worker's target "
+                               f"({self.iqn})")
+        root = self._root()
+        from rtslib_fb import TPG, FabricModule, Target
+
+        with translated("create target", self.iqn):
+            fabric = next((f for f in root.fabric_modules if f.name == "iscsi"), None)
+            target = Target(fabric or FabricModule("iscsi"), self.iqn, "any")
+            TPG(target, rd.TPG_TAG, "any")
+
+    def _our_tpg(self, operation: str) -> tuple[Any, rd.Tree, Any]:
+        root, tree = self._scan(operation)
+        if tree.tpg is None:
+            raise BackendError(operation, self.iqn, "target or tpg1 does not exist")
+        return root, tree, tree.tpg
+
+    def _set_portals(self, action: SetPortals) -> None:
+        _, _, tpg = self._our_tpg("set portals")
+        from rtslib_fb import NetworkPortal
+
+        with translated("set portals", self.iqn):
+            current = {(np.ip_address, int(np.port)): np for np in tpg.network_portals}
+            wanted = {(p.address, p.port) for p in action.portals}
+            for key in sorted(wanted - current.keys()):
+                NetworkPortal(tpg, key[0], key[1], "create")
+            for key in sorted(current.keys() - wanted):
+                current[key].delete()
+
+    def _set_attributes(self, action: SetTpgAttributes) -> None:
+        _, _, tpg = self._our_tpg("set tpg attributes")
+        for key, value in action.attributes:
+            with translated("set tpg attribute", f"{self.iqn}/tpg1/attrib/{key}"):
+                if str(tpg.get_attribute(key)).strip() != value:
+                    tpg.set_attribute(key, value)
+
+    def _set_enabled(self, action: SetTpgEnabled) -> None:
+        _, _, tpg = self._our_tpg("enable tpg" if action.enabled else "disable tpg")
+        with translated("set tpg enable", self.iqn):
+            if bool(tpg.enable) != action.enabled:
+                tpg.enable = action.enabled
+
+    def _create_storage(self, action: CreateStorageObject) -> None:
+        so = action.storage
+        op = "create backstore"
+        if not self.ownership.path_owned(so.path):
+            raise BackendError(op, so.name, f"backing file {so.path} is outside the cache "
+                               f"directory {self.ownership.cache_dir}")
+        _, tree = self._scan(op)
+        existing = tree.fileio(so.name)
+        if existing is not None:
+            described = rd.describe(existing, self.ownership)
+            if described is not None:
+                if described == so:
+                    return
+                raise BackendError(op, so.name, f"exists as {described}")
+            log.info("finishing an interrupted create", extra={"backstore": so.name})
+            with translated("delete half-made backstore", so.name):
+                existing.rts.delete()
+        from rtslib_fb import FileIOStorageObject
+
+        with translated(op, so.name):
+            created = FileIOStorageObject(so.name, so.path, size=so.size, wwn=so.serial,
+                                          write_back=so.write_back)
+            # The kernel derives the product id from the backstore name when
+            # emulate_model_alias is set; that attribute is in saveconfig.json, so a reboot
+            # restores the same product id. Written before the wwn files, which it resets.
+            alias = os.path.join(created.path, "attrib", "emulate_model_alias")
+            if os.path.exists(alias) and rd.read_text(alias) != "1":
+                write_text(alias, "1")
+            wwn = os.path.join(created.path, "wwn")
+            for field, value in (("product_id", so.product_id), ("vendor_id", so.vendor)):
+                path = os.path.join(wwn, field)
+                # Kernels before 5.0 have no such file: the alias above is all there is.
+                if os.path.exists(path) and rd.read_text(path) != value:
+                    write_text(path, value)
+
+    def _create_lun(self, action: CreateLun) -> None:
+        lun = action.lun
+        op = "create lun"
+        obj = f"{self.iqn}/tpg1/lun{lun.index}"
+        _, tree, tpg = self._our_tpg(op)
+        info = tree.fileio(lun.storage_object)
+        state = rd.describe(info, self.ownership) if info is not None else None
+        if info is None or state is None:
+            raise BackendError(op, obj, f"backstore {lun.storage_object} does not exist")
+        if not self.ownership.owns(state):
+            raise BackendError(op, obj, f"backstore {lun.storage_object} is not owned by "
+                               "sbps")
+        from rtslib_fb import LUN
+
+        current = tree.luns.get(lun.index)
+        if current is not None:
+            if current == info.path:
+                return
+            raise BackendError(op, obj, f"index taken by {os.path.basename(current)}")
+        with translated(op, obj):
+            if lun.index in tree.broken_luns:
+                # Left empty by a process killed between mkdir and symlink.
+                LUN(tpg, lun.index).delete()
+            LUN(tpg, lun.index, info.rts)
+
+    def _delete_lun(self, action: DeleteLun) -> None:
+        op = "delete lun"
+        obj = f"{self.iqn}/tpg1/lun{action.index}"
+        _, tree, tpg = self._our_tpg(op)
+        from rtslib_fb import LUN
+
+        path = tree.luns.get(action.index)
+        if path is None:
+            if action.index in tree.broken_luns:
+                with translated(op, obj):
+                    LUN(tpg, action.index).delete()
+            return
+        info = tree.storage.get(path)
+        state = rd.describe(info, self.ownership) if info is not None else None
+        if info is None or info.plugin != "fileio" or state is None \
+                or not self.ownership.owns(state):
+            raise BackendError(op, obj, f"links {os.path.basename(path)}, which sbps does "
+                               "not own")
+        with translated(op, obj):
+            LUN(tpg, action.index).delete()
+
+    def _delete_storage(self, action: DeleteStorageObject) -> None:
+        op = "delete backstore"
+        _, tree = self._scan(op)
+        info = tree.fileio(action.name)
+        if info is None:
+            return
+        state = rd.describe(info, self.ownership)
+        if state is not None and not self.ownership.owns(state):
+            raise BackendError(op, action.name, "not owned by sbps")
+        if info.users:
+            raise BackendError(op, action.name, f"still exported by {', '.join(info.users)}")
+        with translated(op, action.name):
+            info.rts.delete()
+
+
+_HANDLERS: dict[type, Any] = {
+    CreateTarget: LioBackend._create_target,
+    SetPortals: LioBackend._set_portals,
+    SetTpgAttributes: LioBackend._set_attributes,
+    SetTpgEnabled: LioBackend._set_enabled,
+    CreateStorageObject: LioBackend._create_storage,
+    CreateLun: LioBackend._create_lun,
+    DeleteLun: LioBackend._delete_lun,
+    DeleteStorageObject: LioBackend._delete_storage,
+}
+
+__all__ = ["LioBackend"]

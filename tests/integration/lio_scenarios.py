@@ -1,0 +1,267 @@
+"""LIO backend scenarios on a mounted configfs emulation, for either rtslib.
+
+Owns the scenario bodies (plain asserts, no pytest) so that the same code runs in-process
+with PyPI rtslib-fb 2.2.4 and, as ``/usr/bin/python3 lio_scenarios.py NAME ARGS-JSON``, with
+Debian's rtslib-fb 2.1.75. Each scenario returns a JSON-able result; as a script it prints
+it as the last line. Must not: mount or unmount anything (the caller owns the emulation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from configfs.control import ControlClient
+from sbps.backends.lio import LioBackend
+from sbps.config import TargetConfig
+from sbps.errors import BackendError
+from sbps.model import (
+    Action,
+    DeleteLun,
+    DeleteStorageObject,
+    DesiredImage,
+    Identity,
+    ImageKind,
+    ObjectInfo,
+    Portal,
+    S3Url,
+    TargetState,
+)
+from sbps.plan import PlanInput, plan
+
+IQN = "iqn.2023-06.csm.iscsi:ncn-w001"
+OTHER_IQN = "iqn.2023-06.csm.iscsi:someone-else"
+PORTALS = frozenset({Portal("127.0.0.1", 3260), Portal("127.0.0.2", 3260)})
+# The same values as sbps.reconciler.OPEN_ACCESS_ATTRIBUTES (checked by the pytest side;
+# the reconciler itself needs packages Debian's python does not have).
+OPEN_ACCESS = (("generate_node_acls", "1"), ("demo_mode_write_protect", "1"),
+               ("cache_dynamic_acls", "1"), ("authentication", "0"))
+SIZE = 1 << 20
+
+
+@dataclasses.dataclass
+class Env:
+    mount: str
+    control: str
+    workdir: str
+
+    @property
+    def cache_dir(self) -> str:
+        return os.path.join(self.workdir, "cache")
+
+    @property
+    def saveconfig(self) -> str:
+        return os.path.join(self.workdir, "etc", "saveconfig.json")
+
+    def backend(self) -> LioBackend:
+        cfg = TargetConfig(configfs_root=os.path.join(self.mount, "target"),
+                           saveconfig_path=self.saveconfig)
+        return LioBackend(cfg, self.cache_dir, IQN)
+
+    def ctl(self) -> ControlClient:
+        return ControlClient(self.control)
+
+
+def image(n: int) -> DesiredImage:
+    key = f"s3://boot-images/img-{n}/rootfs|etag{n}"
+    ident = Identity(key, hashlib.sha224(key.encode()).hexdigest())
+    source = ObjectInfo(S3Url("boot-images", f"img-{n}/rootfs"), f"etag{n}", SIZE)
+    return DesiredImage(identity=ident, kind=ImageKind.ROOTFS, source=source, name=f"img-{n}")
+
+
+def stage(env: Env, images: Sequence[DesiredImage]) -> dict[str, str]:
+    """Verified, read-only cache files, as the stager leaves them."""
+    os.makedirs(env.cache_dir, exist_ok=True)
+    staged = {}
+    for img in images:
+        path = os.path.join(env.cache_dir, img.identity.digest + ".sqfs")
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.truncate(SIZE)
+            os.chmod(path, 0o444)
+        staged[img.identity.digest] = path
+    return staged
+
+
+def plan_for(env: Env, state: TargetState, claims: dict[int, int],
+             retire_due: frozenset[str] = frozenset(), serve: bool = True) -> tuple[Action, ...]:
+    """What the planner emits for images ``n -> LUN id`` (claims already agreed)."""
+    images = tuple(image(n) for n in claims)
+    inp = PlanInput(desired=images, target=state, cache_dir=env.cache_dir,
+                    staged=stage(env, images),
+                    claims={image(n).identity.digest: lun for n, lun in claims.items()},
+                    retire_due=retire_due, serve=serve, portals=PORTALS,
+                    attributes=OPEN_ACCESS)
+    return plan(inp).actions
+
+
+def run(backend: LioBackend, actions: Sequence[Action]) -> dict[str, str]:
+    """Apply as sbps.apply does: a failure skips that image's later actions only, and the
+    batch is committed when anything was written. Returns failed action -> error code."""
+    failed: dict[str, str] = {}
+    bad_subjects: set[str] = set()
+    wrote = False
+    for action in actions:
+        if action.subject and action.subject in bad_subjects:
+            continue
+        try:
+            backend.apply(action)
+            wrote = True
+        except BackendError as exc:
+            bad_subjects.add(action.subject)
+            failed[f"{action.kind}:{action.subject}"] = \
+                f"{'temporary' if exc.temporary else 'permanent'}: {exc}"
+    if wrote:
+        backend.commit()
+    return failed
+
+
+def converge(env: Env, claims: dict[int, int]) -> dict[str, Any]:
+    """Read, plan, apply until the plan is empty; then prove a further pass writes nothing."""
+    backend = env.backend()
+    rounds = []
+    for _ in range(3):
+        actions = plan_for(env, backend.read(), claims)
+        if not actions:
+            break
+        rounds.append({"actions": [a.kind for a in actions], "failed": run(backend, actions)})
+    ctl = env.ctl()
+    ctl.reset_counters()
+    state = backend.read()
+    again = plan_for(env, state, claims)
+    run(backend, again)
+    backend.stats()
+    backend.sessions()
+    return {"rounds": rounds, "second_pass_actions": len(again),
+            "second_pass_writes": ctl.writes(), "state": state_json(state)}
+
+
+def state_json(state: TargetState) -> dict[str, Any]:
+    d = dataclasses.asdict(state)
+    d["portals"] = sorted(str(p) for p in state.portals)
+    d["storage_objects"] = [dataclasses.asdict(s) for s in state.storage_objects]
+    d["luns"] = [[lun.index, lun.storage_object] for lun in state.luns]
+    d["attributes"] = [list(a) for a in state.attributes]
+    d["foreign"] = list(state.foreign)
+    return d
+
+
+# Scenarios --------------------------------------------------------------------------------
+
+def scenario_converge(env: Env, args: dict[str, Any]) -> dict[str, Any]:
+    claims = {int(k): int(v) for k, v in args["claims"].items()}
+    result = converge(env, claims)
+    backend = env.backend()
+    result["stats"] = {str(k): dataclasses.asdict(v) for k, v in backend.stats().items()}
+    result["sessions"] = list(backend.sessions())
+    with open(env.saveconfig) as f:
+        result["saved"] = json.load(f)
+    result["has_backup"] = os.path.exists(env.saveconfig + ".bak")
+    return result
+
+
+def scenario_foreign(env: Env, args: dict[str, Any]) -> dict[str, Any]:
+    """A field agent's backstore outside the cache, its LUN on our target and on another
+    target; sbps converges around them and refuses to touch them."""
+    from rtslib_fb import LUN, TPG, FabricModule, FileIOStorageObject, RTSRoot, Target
+
+    backend = env.backend()
+    backend.open()  # rtslib now points at the emulation, for the direct setup below
+    RTSRoot()
+    other_dir = os.path.join(env.workdir, "s3fs")
+    os.makedirs(other_dir, exist_ok=True)
+    legacy = os.path.join(other_dir, "legacy.sqfs")
+    with open(legacy, "wb") as f:
+        f.truncate(SIZE)
+    so = FileIOStorageObject("fieldagent01", legacy, size=SIZE, wwn="fieldagentserial")
+    iscsi = FabricModule("iscsi")
+    LUN(TPG(Target(iscsi, OTHER_IQN), 1), 3, so)
+    LUN(TPG(Target(iscsi, IQN), 1), 9, so)
+    claims = {1: 17, 2: 9, 3: 200}  # image 2 wants LUN 9, which the field agent holds
+    result = converge(env, claims)
+    refused = []
+    for action in (DeleteLun(9, reason="test"), DeleteStorageObject("fieldagent01",
+                                                                     reason="test")):
+        try:
+            backend.apply(action)
+        except BackendError as exc:
+            refused.append(str(exc))
+    after = backend.read()
+    result["refused"] = refused
+    result["after"] = state_json(after)
+    result["other_target_luns"] = [(t.wwn, lun.lun, lun.storage_object.name)
+                                   for t in RTSRoot().targets for tpg in t.tpgs
+                                   for lun in tpg.luns if t.wwn == OTHER_IQN]
+    # Retiring image 3 (its removal due) deletes our LUN and backstore only.
+    state = backend.read()
+    name3 = image(3).identity.name
+    images = {1: 17, 2: 9}
+    result["retire_not_due"] = [a.kind for a in plan_for(env, state, images)]
+    actions = plan_for(env, state, images, retire_due=frozenset({name3}))
+    result["retire_actions"] = [a.kind for a in actions]
+    result["retire_failed"] = run(backend, actions)
+    result["retired"] = state_json(backend.read())
+    return result
+
+
+def scenario_eio(env: Env, args: dict[str, Any]) -> dict[str, Any]:
+    """One EIO on a LUN mkdir and one on a backstore mkdir fail only those images."""
+    backend = env.backend()
+    ctl = env.ctl()
+    claims = {1: 17, 2: 200, 3: 5, 4: 6}
+    first = plan_for(env, backend.read(), claims)
+    run(backend, [a for a in first if not a.subject])  # target, portals, attributes
+    tpg = os.path.join(env.mount, "target", "iscsi", IQN, "tpgt_1")
+    ctl.inject(os.path.join(tpg, "lun", "lun_200"), "EIO", ops=["mkdir"])
+    core = os.path.join(env.mount, "target", "core")
+    for index in range(16):  # whichever HBA index rtslib picks next
+        ctl.inject(os.path.join(core, f"fileio_{index}", image(3).identity.name), "EIO",
+                   ops=["mkdir"])
+    failed = run(backend, plan_for(env, backend.read(), claims))
+    ctl.clear_faults()
+    middle = state_json(backend.read())
+    result = converge(env, claims)
+    result["failed"] = failed
+    result["middle"] = middle
+    return result
+
+
+def scenario_batch(env: Env, args: dict[str, Any]) -> dict[str, Any]:
+    """Apply one big batch (the parent kills this process part-way through)."""
+    claims = {n: n for n in range(1, int(args["count"]) + 1)}
+    backend = env.backend()
+    print("started", flush=True)
+    failed = run(backend, plan_for(env, backend.read(), claims))
+    return {"failed": failed}
+
+
+def scenario_read(env: Env, args: dict[str, Any]) -> dict[str, Any]:
+    backend = env.backend()
+    ctl = env.ctl()
+    ctl.reset_counters()
+    state = backend.read()
+    return {"state": state_json(state), "writes": ctl.writes()}
+
+
+SCENARIOS: dict[str, Callable[[Env, dict[str, Any]], dict[str, Any]]] = {
+    "converge": scenario_converge, "foreign": scenario_foreign, "eio": scenario_eio,
+    "batch": scenario_batch, "read": scenario_read,
+}
+
+
+def main(argv: list[str]) -> int:
+    name, mount, control, workdir, raw = argv
+    result = SCENARIOS[name](Env(mount, control, workdir), json.loads(raw))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
