@@ -45,6 +45,7 @@ class Components:
 
     async def close(self) -> None:
         await self.reconciler.close()
+        await self.stager.aclose()
         await self.ims.close()
         close = getattr(self.registrar, "close", None)
         if close is not None:
@@ -74,7 +75,10 @@ async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
     if cfg.target.lun_allocation == "claims":
         # A restored or rebuilt worker learns the agreed ids before its first pass.
         await loop.run_in_executor(None, claims.sync)
-    await stager.start()
+    for problem in await stager.check_all():
+        log.warning("cache: %s %s: %s", problem.obj, problem.code, problem.reason)
+    if cfg.stage.rehash_on_start:
+        supervisor.start("rehash", stager.rehash_all(), oneshot=True)
     registrar = make_registrar(cfg, hostname)
     reconciler = Reconciler(cfg, iqn, catalog=catalog, stager=stager, claims=claims,
                             backend=backend, gate=make_gate(cfg.node, hostname),

@@ -8,6 +8,7 @@ any combination). Must not contain behaviour beyond the ``off`` registrar and th
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,7 +44,9 @@ class Catalog(Protocol):
 
 
 class Stager(Protocol):
-    async def stage(self, image: DesiredImage) -> CacheEntry: ...
+    async def stage(self, image: DesiredImage, *, in_use: Collection[str] = ()) -> CacheEntry:
+        """Download and verify; never evicts a digest in ``in_use``."""
+        ...
 
     def entry(self, digest: str) -> CacheEntry | None: ...
 

@@ -290,7 +290,8 @@ class Reconciler:
 
     async def _stage(self, image: DesiredImage) -> None:
         try:
-            await self.stager.stage(image)
+            in_use = await self._on_io(self.claims.held)
+            await self.stager.stage(image, in_use=frozenset(in_use))
         except SbpsError as exc:
             self.lifecycle.failed(image, exc.code, str(exc))
         else:

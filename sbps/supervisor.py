@@ -21,16 +21,21 @@ class Supervisor:
         self.failed = asyncio.Event()
         self.reason = ""
 
-    def start(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def start(self, name: str, coro: Coroutine[Any, Any, Any], *,
+              oneshot: bool = False) -> asyncio.Task[Any]:
+        """Start a named task. A long-lived task must run until cancelled; a ``oneshot``
+        task may finish, but must not raise."""
         task = asyncio.create_task(coro, name=name)
         self.tasks[name] = task
-        task.add_done_callback(self._done)
+        task.add_done_callback(lambda t: self._done(t, oneshot))
         return task
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
+    def _done(self, task: asyncio.Task[Any], oneshot: bool) -> None:
         if task.cancelled():
             return
         exc = task.exception()
+        if oneshot and exc is None:
+            return
         why = f"task {task.get_name()} " + (f"died: {exc!r}" if exc else "ended unexpectedly")
         if not self.failed.is_set():
             self.reason = why

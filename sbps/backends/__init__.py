@@ -21,6 +21,10 @@ class TargetBackend(Protocol):
 
     name: str
 
+    def open(self) -> None:
+        """Connect to the target (blocking, idempotent); BackendError if it is not there."""
+        ...
+
     def read(self) -> TargetState:
         """The live state of this worker's target; never read from a saved file."""
         ...
