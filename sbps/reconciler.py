@@ -181,6 +181,10 @@ class Reconciler:
             dns_registered=dns_ok, degraded=view.degraded, images=self.lifecycle.status(),
             problems=view.problems, notes=last_plan.notes, target=target,
             stats=stats or {}, last_report=report, last_plan=last_plan, errors=tuple(errors))
+        level = logging.INFO if report.results or errors else logging.DEBUG
+        log.log(level, "pass %d finished in %.3f s: %d actions, %d failed%s",
+                self.status.passes, self.status.last_pass_seconds, len(report.results),
+                len(report.failed), f"; errors: {'; '.join(errors)}" if errors else "")
         async with self._pass_done:
             self._pass_done.notify_all()
         return self.status
