@@ -9,9 +9,12 @@ the event loop.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sbps.model import Action, LunStats, TargetState
+
+if TYPE_CHECKING:
+    from sbps.config.schema import Config
 
 
 class TargetBackend(Protocol):
@@ -38,3 +41,14 @@ class TargetBackend(Protocol):
     def sessions(self) -> tuple[str, ...]:
         """Initiator names logged in to this worker's target."""
         ...
+
+
+
+def make_backend(cfg: Config, iqn: str) -> TargetBackend:
+    """The backend ``target.backend`` names, for this worker's ``iqn``. Implementations are
+    imported here, lazily, so a host without rtslib can run tgt and the other way round."""
+    if cfg.target.backend == "tgt":
+        from sbps.backends.tgt import from_config
+
+        return from_config(cfg, iqn)
+    raise ValueError(f"target.backend {cfg.target.backend!r} has no factory here")
