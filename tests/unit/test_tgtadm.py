@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sbps.backends.tgtadm import StatRow, TgtLun, parse_portals, parse_show, parse_stat
 from sbps.backends.tgtmap import Counters, acl_args, attributes, lun_name, marked
+from sbps.config import load
+from sbps.errors import ConfigError
 
 SHOW = """\
 Target 1: iqn.2023-06.csm.iscsi:test1
@@ -121,3 +125,14 @@ def test_counters_never_fall_when_a_session_logs_out() -> None:
     assert c.update((StatRow(1, 17, 4, 512, 1, 0, 0, 0),), luns)[17].read_bytes == 12800
     c.forget(17)
     assert c.update((), luns)[17].read_bytes == 0
+
+
+def test_tgt_configuration_keys_are_checked() -> None:
+    env = {"SBPS_MARSHAL_TARGET_BACKEND": "tgt", "SBPS_MARSHAL_TARGET_ACCESS": "acl"}
+    with pytest.raises(ConfigError, match="target.initiators"):
+        load(None, env=env)
+    env["SBPS_MARSHAL_TARGET_INITIATORS"] = "iqn.2024-01.site:node1,10.0.0.0/24"
+    assert load(None, env=env).config.target.initiators == ("iqn.2024-01.site:node1",
+                                                            "10.0.0.0/24")
+    with pytest.raises(ConfigError, match="chap"):
+        load(None, env={"SBPS_MARSHAL_TARGET_CHAP_USER_FILE": "/etc/sbps/chap-user"})
