@@ -7,7 +7,9 @@ way the stager leaves them (read-only); planning uses the real ``sbps.plan.plan`
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +46,7 @@ from tests.fixtures.iscsi import (
     DATA_PROTECT,
     ILLEGAL_REQUEST,
     InitiatorError,
+    InitiatorTimeout,
     RemoteSession,
     iscsi_ls,
     iscsi_ls_luns,
@@ -335,3 +338,20 @@ def test_make_backend_from_configuration(tgtd: Tgtd) -> None:
     backend = make_backend(cfg, IQN)
     assert backend.name == "tgt"
     assert backend.read().portals == frozenset({Portal("127.0.0.1", tgtd.port)})
+
+
+def test_a_stalled_target_cannot_hang_the_initiator(rig: Rig) -> None:
+    rig.image("stall", 1)
+    rig.converge()
+    s = rig.session(1)
+    try:
+        os.kill(rig.tgtd.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(InitiatorTimeout):
+                s.call("read", 0, 1, 512, timeout=2)
+        finally:
+            os.kill(rig.tgtd.pid, signal.SIGCONT)
+    finally:
+        s.close()
+    with rig.session(1) as again:
+        assert again.call("read", 0, 1, 512)[:4] == b"hsqs"
