@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.images", "tests.fixtures.proxy",
-                  "tests.fixtures.marshal", "tests.fixtures.dns"]
+                  "tests.fixtures.marshal", "tests.fixtures.dns", "tests.fixtures.tgt"]
 
 LANES = ("unit", "integration", "e2e", "realkernel", "reliability")
 _DIR_LANE = {"unit": "unit", "integration": "integration", "e2e": "e2e", "configfs":

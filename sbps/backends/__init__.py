@@ -9,11 +9,13 @@ the event loop.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sbps.config import Config
-from sbps.errors import ConfigError
 from sbps.model import Action, LunStats, TargetState
+
+if TYPE_CHECKING:
+    from sbps.config.schema import Config
 
 
 class TargetBackend(Protocol):
@@ -49,10 +51,11 @@ class TargetBackend(Protocol):
 def make_backend(cfg: Config, iqn: str) -> TargetBackend:
     """The configured backend (``target.backend``), imported only when chosen, so that a
     host without rtslib can run the tgt backend and the other way round. No side effects:
-    the backend connects to the target on first use."""
-    if cfg.target.backend == "lio":
-        from sbps.backends.lio import LioBackend
+    the backend connects to the target on first use (``open()``)."""
+    if cfg.target.backend == "tgt":
+        from sbps.backends.tgt import from_config
 
-        return LioBackend(cfg.target, cfg.stage.cache_dir, iqn)
-    raise ConfigError("target.backend", cfg.target.backend, "lio (tgt is not available in "
-                      "this build)")
+        return from_config(cfg, iqn)
+    from sbps.backends.lio import LioBackend
+
+    return LioBackend(cfg.target, cfg.stage.cache_dir, iqn)

@@ -243,6 +243,12 @@ def _cross_checks(v: dict[str, Any], sources: Mapping[str, str]) -> None:
     if v["target.lun_max"] > 255 and v["target.backend"] == "tgt":
         fail("target.lun_max", "at most 255 with target.backend = tgt (tgt addresses higher "
              "ids in flat space)")
+    if v["target.backend"] == "tgt" and v["target.access"] == "acl" \
+            and not v["target.initiators"]:
+        fail("target.initiators", "required with target.access = acl on target.backend = tgt")
+    if bool(v["target.chap_user_file"]) != bool(v["target.chap_secret_file"]):
+        fail("target.chap_secret_file", "target.chap_user_file and target.chap_secret_file "
+             "go together")
     if v["catalog.auth"] == "token-file" and not v["catalog.token_file"]:
         fail("catalog.token_file", "required with catalog.auth = token-file")
     if v["dns.mode"] == "rfc2136" and not v["dns.tsig_key_file"]:

@@ -151,6 +151,13 @@ class TargetConfig:
     tgtadm: str = opt("tgtadm", "tgtadm program for backend = tgt.", kind="path")
     tgt_control_port: int = opt(0, "tgtd control port (tgtadm -C) for backend = tgt.", min=0,
                                 max=1024)
+    initiators: tuple[str, ...] = opt((), "Initiators allowed with access = acl on backend = "
+                                      "tgt: initiator names (iqn./eui./naa.) or addresses "
+                                      "(a.b.c.d or a CIDR).")
+    chap_user_file: str = opt("", "File holding the CHAP user name; empty: no CHAP.",
+                              kind="path")
+    chap_secret_file: str = opt("", "File holding the CHAP secret (12..255 characters).",
+                                kind="path", secret_path=True)
 
 
 @dataclass(frozen=True)
