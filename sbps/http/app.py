@@ -28,8 +28,7 @@ from sbps.http import admin, catalog
 from sbps.http.auth import admin as guarded
 from sbps.http.deps import DEPS, SPEC, HttpDeps
 from sbps.http.errors import ApiError, from_sbps_error, json_errors
-from sbps.http.source import Rendered
-from sbps.reconciler import Status
+from sbps.http.source import Rendered, Status
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +59,9 @@ def _wait_param(request: web.Request) -> float:
     if not 0 <= wait <= MAX_WAIT:
         raise ApiError(400, "invalid_parameter", f"wait must be 0 to {MAX_WAIT:.0f} seconds",
                        field="wait")
-    if wait and "If-None-Match" not in request.headers:
+    if wait and request.headers.get("If-None-Match", "*").strip() == "*":
         raise ApiError(400, "missing_header", "a long poll (?wait) needs If-None-Match with "
-                       "the ETag the client has", field="If-None-Match")
+                       "the ETag the client has (not *)", field="If-None-Match")
     return wait
 
 

@@ -12,9 +12,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from sbps.http.source import Status
 from sbps.lifecycle import ImageStatus
 from sbps.model import WWID_PREFIX, ImageState, StorageObject, TargetState
-from sbps.reconciler import Status
 
 #: The states a client sees: exported images, and those on their way out or in trouble.
 LISTED = (ImageState.EXPORTED, ImageState.RETIRING, ImageState.FAILED)

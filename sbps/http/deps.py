@@ -14,11 +14,10 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from sbps.http.source import StatusSource
+from sbps.http.source import Status, StatusSource
 from sbps.lifecycle import Lifecycle
 from sbps.logs import set_level
 from sbps.model import Plan
-from sbps.reconciler import Status
 
 
 class Control(Protocol):
