@@ -69,10 +69,10 @@ def _json(doc: Any, status: int = 200) -> web.Response:
 
 
 def _bool_param(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "0").lower()
-    if raw in ("1", "true", "yes"):
+    raw = request.query.get(name, "0")
+    if raw in ("1", "true"):
         return True
-    if raw in ("0", "false", "no", ""):
+    if raw in ("0", "false"):
         return False
     raise ApiError(400, "invalid_parameter", f"{name} must be 0 or 1", field=name)
 
@@ -118,7 +118,10 @@ async def put_loglevel(request: web.Request) -> web.Response:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_body", "the body must be JSON: {\"level\": ...}",
                        field="body") from exc
-    level = body.get("level") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or set(body) - {"level"}:
+        raise ApiError(400, "invalid_body", "the body must be {\"level\": ...} and nothing "
+                       "else", field="body")
+    level = body.get("level")
     if level not in LEVELS:
         raise ApiError(400, "invalid_parameter", "level must be one of " + ", ".join(LEVELS),
                        field="level")
