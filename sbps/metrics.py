@@ -303,7 +303,7 @@ class SbpsCollector(Collector):
         yield problems
         yield GaugeMetricFamily("sbps_reconcile_last_duration_seconds",
                                 "Duration of the last pass.", value=status.last_pass_seconds)
-        yield GaugeMetricFamily("sbps_last_pass_timestamp_seconds", "End of the last pass.",
+        yield GaugeMetricFamily("sbps_last_pass_timestamp_seconds", "Start of the last pass.",
                                 value=status.last_pass_at or 0)
         yield GaugeMetricFamily("sbps_last_success_timestamp_seconds", "Start of the last "
                                 "pass without errors (0: none yet).",
