@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import stat
 from collections.abc import AsyncIterator
@@ -12,9 +13,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from sbps.cli._api import Api
 from sbps.config import HttpConfig
 from sbps.errors import ConfigError
+from sbps.http.app import make_app, start_http, tls_context
 from sbps.http.auth import load_or_create_token
+from sbps.http.deps import DEPS
 from sbps.lifecycle import ImageStatus
 from sbps.model import ImageState, LunStats
 from tests.fixtures.http_api import (
@@ -377,3 +381,50 @@ async def test_errors_are_json_without_tracebacks(tmp_path: Path,
 
 async def test_url_file_written_for_sbpsctl(api: ApiServer) -> None:
     assert (api.state_dir / "http-url").read_text().strip() == api.url
+
+
+async def test_follow_wakes_long_polls_after_each_pass(api: ApiServer,
+                                                      http: aiohttp.ClientSession) -> None:
+    api.control.source = None  # only follow() notifies now, as in the daemon
+    follower = asyncio.create_task(api.source.follow(api.control))
+    try:
+        async with http.get(f"{api.url}/v1/images") as r:
+            etag = r.headers["ETag"]
+        poll = asyncio.create_task(http.get(f"{api.url}/v1/images?wait=120",
+                                            headers={"If-None-Match": etag}))
+        await asyncio.sleep(0.2)
+        api.control.set_status(make_status([(A, 11)], passes=2))
+        r = await asyncio.wait_for(poll, 30)
+        assert r.status == 200 and len((await r.json())["images"]) == 1
+        r.release()
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+
+
+async def test_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    proc = await asyncio.create_subprocess_exec(
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        "-keyout", str(key), "-out", str(cert), stderr=asyncio.subprocess.DEVNULL)
+    assert await proc.wait() == 0
+    cfg = HttpConfig(bind="127.0.0.1", port=0, tls_cert_file=str(cert),
+                     tls_key_file=str(key))
+    server = await start_api(base_status(), tmp_path / "state")
+    runner, port = await start_http(cfg, make_app(replace_deps(server)), None)
+    try:
+        client = Api(f"https://127.0.0.1:{port}", None, 10, str(cert))
+        status, doc = await asyncio.to_thread(client.call, "GET", "/v1/target")
+        assert status == 200 and doc["iqn"] == IQN
+    finally:
+        await runner.cleanup()
+        await server.close()
+    with pytest.raises(ConfigError) as err:
+        tls_context(HttpConfig(tls_cert_file=str(cert)))
+    assert err.value.key == "http.tls_key_file"
+
+
+def replace_deps(server: ApiServer):  # type: ignore[no-untyped-def]
+    return server.runner.app[DEPS]
