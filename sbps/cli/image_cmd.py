@@ -1,0 +1,43 @@
+"""``sbpsctl image hold|release|retire-now KEY``: admin levers on one image version.
+
+Owns these subcommands of ``image``; they call the daemon's admin API. ``hold`` keeps a
+retiring image's LUN until released; ``retire-now`` removes a retiring LUN without waiting
+for it to go idle. Must not touch the target directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sbps.cli._api import add_common, api, dump
+
+ACTIONS = {"hold": "never retire this image's LUN until released",
+           "release": "undo hold",
+           "retire-now": "remove a retiring image's LUN now, even if it is still read"}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("image", help="act on one image version")
+    isub = p.add_subparsers(dest="image_command", metavar="ACTION")
+    isub.required = True
+    add_admin_actions(isub)
+
+
+def add_admin_actions(isub: Any) -> None:
+    """Also usable by another ``image`` module that adds build/check/label/promote."""
+    for action, text in ACTIONS.items():
+        a = isub.add_parser(action, help=text)
+        a.add_argument("key", help="the image key (product id, 15 hex digits)")
+        add_common(a)
+        a.set_defaults(func=_act, action=action)
+
+
+def _act(args: argparse.Namespace) -> int:
+    _, doc = api(args).call("POST", f"/v1/images/{args.key}/{args.action}", admin=True)
+    if args.json:
+        print(dump(doc))
+    else:
+        print(f"image {doc['key']}: {doc['action']} done (held: {'yes' if doc['held'] else 'no'}"
+              f"); pass {doc['pass']} will apply it")
+    return 0

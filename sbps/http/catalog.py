@@ -1,0 +1,94 @@
+"""The client-facing views of the status snapshot: the image catalog and the target.
+
+Owns the JSON shape of ``/v1/images``, ``/v1/images/{id}`` and ``/v1/target`` (described
+in openapi.yaml), built from one snapshot so that equal catalogs give equal bytes and
+therefore equal ETags: nothing that changes every pass (pass counters, timestamps of the
+pass) goes into the catalog. Must not do I/O; the handlers serve what these return.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sbps.http.source import Status
+from sbps.lifecycle import ImageStatus
+from sbps.model import WWID_PREFIX, ImageState, StorageObject, TargetState
+
+#: The states a client sees: exported images, and those on their way out or in trouble.
+LISTED = (ImageState.EXPORTED, ImageState.RETIRING, ImageState.FAILED)
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def encode(doc: Any) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def entry(s: ImageStatus, storage: dict[str, StorageObject]) -> dict[str, Any]:
+    """One image version. Fields the snapshot does not know (an image retiring since
+    before a restart has no catalog record) are null; serial and size then come from the
+    target's backstore."""
+    img = s.image
+    so = storage.get(s.name)
+    serial = img.identity.serial if img else so.serial if so else None
+    size = img.source.size if img else so.size if so else None
+    return {
+        "key": s.name,
+        "identity_key": img.identity.key if img else None,
+        "ims_id": img.ims_id if img else None,
+        "name": img.name if img else None,
+        "kind": img.kind.value if img else None,
+        "arch": img.arch.value if img and img.arch else None,
+        "s3_path": str(img.source.url) if img else None,
+        "etag": img.source.etag if img else None,
+        "size": size,
+        "serial": serial,
+        "wwid": WWID_PREFIX + serial[:25] if serial else None,
+        "lun_id": s.lun_id,
+        "state": s.state.value,
+        "since": iso(s.since),
+        "reason": s.reason or None,
+    }
+
+
+def portals(target: TargetState | None) -> list[str]:
+    return sorted(str(p) for p in target.portals) if target else []
+
+
+def entries(status: Status) -> list[dict[str, Any]]:
+    storage = status.target.storage_by_name() if status.target else {}
+    return [entry(s, storage) for s in status.images if s.state in LISTED]
+
+
+def catalog(status: Status, match: str | None = None) -> dict[str, Any]:
+    """The catalog; with ``match``, only the entries whose key or IMS id equals it."""
+    items = entries(status)
+    if match is not None:
+        items = [e for e in items if match in (e["key"], e["ims_id"])]
+    return {"iqn": status.iqn, "backend": status.backend, "portals": portals(status.target),
+            "images": sorted(items, key=lambda e: (e["key"], e["state"]))}
+
+
+def target(status: Status) -> dict[str, Any]:
+    t = status.target
+    storage = t.storage_by_name() if t else {}
+    luns = []
+    for lun in sorted(t.luns, key=lambda x: x.index) if t else []:
+        so = storage.get(lun.storage_object)
+        luns.append({"lun_id": lun.index, "key": lun.storage_object,
+                     "serial": so.serial if so else None, "size": so.size if so else None,
+                     "wwid": WWID_PREFIX + so.serial[:25] if so else None,
+                     "readonly": so.readonly if so else None})
+    return {
+        "iqn": status.iqn, "backend": status.backend,
+        "exists": bool(t and t.exists), "tpg_enabled": bool(t and t.tpg_enabled),
+        "portals": portals(t), "gate_open": status.gate_open, "serving": status.serving,
+        "dns_registered": status.dns_registered, "luns": luns,
+        "foreign": list(t.foreign) if t else [],
+    }

@@ -1,0 +1,60 @@
+"""What the HTTP app is given: the dependencies the daemon's composition root builds.
+
+Owns the ``HttpDeps`` dataclass and the ``Control`` protocol (the part of the reconciler
+the API drives), so the app never reaches for a global and tests can hand it a test double
+with the same shape. Must not construct any of these objects itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from sbps.http.source import Status, StatusSource
+from sbps.lifecycle import Lifecycle
+from sbps.logs import set_level
+from sbps.model import Plan
+
+
+class Control(Protocol):
+    """The reconciler as the API sees it (``sbps.reconciler.Reconciler`` satisfies it)."""
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def lifecycle(self) -> Lifecycle: ...
+
+    def trigger(self, reason: str) -> int: ...
+
+    async def wait_for_pass(self, number: int) -> Status: ...
+
+    async def dry_run(self) -> Plan: ...
+
+
+#: ``bootparams(ims_id, network)`` -> the boot parameters document; may be a coroutine.
+BootParams = Callable[[str, str], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class HttpDeps:
+    """Everything the app needs. ``claims_held`` is blocking (it may read the journal) and
+    runs in an executor; the other callables must be cheap and non-blocking."""
+
+    control: Control
+    source: StatusSource
+    token: str
+    registry: CollectorRegistry
+    config: Mapping[str, Any] = field(default_factory=dict)
+    tasks: Callable[[], list[dict[str, Any]]] = list
+    bootparams: BootParams | None = None
+    claims_held: Callable[[], Mapping[str, int]] | None = None
+    set_log_level: Callable[[str], None] = set_level
+
+
+DEPS = web.AppKey("sbps_deps", HttpDeps)
+SPEC = web.AppKey("sbps_openapi", bytes)
