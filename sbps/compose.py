@@ -12,14 +12,25 @@ import logging
 import socket
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
+from sbps import __version__
 from sbps.backends import TargetBackend, make_backend
+from sbps.bootparams import srv_name
+from sbps.bootsource import CatalogImageSource, ImageRequest, document
 from sbps.catalog import Catalog, ImsClient, make_auth
 from sbps.claims import ClaimRegistry, Settings, journal_path
 from sbps.config import Loaded
+from sbps.config.render import as_dict
 from sbps.dns import make_registrar
 from sbps.errors import ConfigError
 from sbps.gate import make_gate
+from sbps.http.app import make_app, run_http
+from sbps.http.auth import load_or_create_token
+from sbps.http.deps import HttpDeps
+from sbps.http.source import StatusSource
 from sbps.identity import target_iqn
+from sbps.metrics import CacheStats, SbpsCollector, StagingStats
 from sbps.ports import Gate, Registrar
 from sbps.reconciler import Reconciler
 from sbps.s3 import S3, read_credentials
@@ -83,5 +94,52 @@ async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
     reconciler = Reconciler(cfg, iqn, catalog=catalog, stager=stager, claims=claims,
                             backend=backend, gate=make_gate(cfg.node, hostname),
                             registrar=registrar)
-    return Components(loaded, hostname, s3, ims, catalog, stager, claims, backend,
-                      reconciler.gate, registrar, reconciler)
+    c = Components(loaded, hostname, s3, ims, catalog, stager, claims, backend,
+                   reconciler.gate, registrar, reconciler)
+    start_http(c, supervisor)
+    return c
+
+
+def _staging_stats(stager: Stager) -> StagingStats:
+    st = stager.status()
+    return StagingStats(bytes_total=st.bytes_downloaded,
+                        seconds_total=sum(d for _, d in st.durations),
+                        downloads_total=st.downloads_ok,
+                        failures_total=sum(n for _, n in st.failures))
+
+
+def _cache_stats(stager: Stager) -> CacheStats:
+    used, budget = stager.usage()
+    return CacheStats(used_bytes=used, budget_bytes=budget)
+
+
+def start_http(c: Components, supervisor: Supervisor) -> None:
+    """The API, metrics and admin endpoints, as supervised tasks."""
+    cfg = c.loaded.config
+    r = c.reconciler
+    collector = SbpsCollector(lambda: r.status, version=__version__,
+                              staging=lambda: _staging_stats(c.stager),
+                              cache=lambda: _cache_stats(c.stager))
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(collector)
+    source = StatusSource(lambda: r.status, listeners=[collector.observe])
+    images = CatalogImageSource(c.ims, c.s3)
+
+    async def bootparams(ims_id: str, network: str) -> dict[str, object]:
+        if not cfg.node.system_name or not cfg.node.site_domain:
+            raise ConfigError("node.system_name", cfg.node.system_name,
+                              "node.system_name and node.site_domain are needed for boot "
+                              "parameters")
+        req = ImageRequest(ims_id, srv_name(network, cfg.node.system_name,
+                                            cfg.node.site_domain),
+                           cfg.target.iqn_prefix, 300, False, "json")
+        return await document(images, req)
+
+    deps = HttpDeps(control=r, source=source,
+                    token=load_or_create_token(cfg.http, cfg.reconcile.state_dir),
+                    registry=registry, config=as_dict(c.loaded), tasks=supervisor.describe,
+                    bootparams=bootparams, claims_held=c.claims.held)
+    supervisor.start("http", run_http(cfg.http, make_app(deps), cfg.reconcile.state_dir,
+                                      started=lambda port: log.info(
+                                          "HTTP API on %s:%d", cfg.http.bind, port)))
+    supervisor.start("http-follow", source.follow(r))

@@ -39,6 +39,8 @@ class ImsRefused(UpstreamPermanentError):
 
     def __init__(self, message: str, status: int) -> None:
         code = {401: "ims_unauthorized", 403: "ims_forbidden", 404: "ims_not_found"}
+        if status in (401, 403):
+            message += " (check catalog.auth and its token)"
         super().__init__(message, code=code.get(status, "ims_refused"))
         self.status = status
 

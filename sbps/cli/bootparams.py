@@ -16,13 +16,14 @@ import argparse
 import asyncio
 import json
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from sbps import bootformats, bootparams
-from sbps.cli._bootparams_source import ImageSource, ImsS3Source
+from sbps.bootsource import CatalogImageSource, ImageRequest, produce
+from sbps.catalog import ImsClient, make_auth
 from sbps.config import Config, load
 from sbps.errors import ConfigError, InputError
+from sbps.s3 import S3, read_credentials
 
 _IMAGE_OPTIONS = ("network", "system", "domain", "timeout", "ramroot", "format", "name",
                   "configuration")
@@ -59,20 +60,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
-@dataclass(frozen=True)
-class ImageRequest:
-    """What ``bootparams IMAGE_ID`` was asked for, resolved against the configuration."""
-
-    ims_id: str
-    srv_name: str
-    iqn_prefix: str
-    timeout: int
-    ramroot: bool
-    fmt: str
-    name: str = ""
-    configuration: str = ""
-
-
 def resolve(args: argparse.Namespace, cfg: Config) -> ImageRequest:
     """Flags over configuration; every error names the flag and the key."""
     system = args.system if args.system is not None else cfg.node.system_name
@@ -99,25 +86,10 @@ def resolve(args: argparse.Namespace, cfg: Config) -> ImageRequest:
         name=args.name or "", configuration=args.configuration or "")
 
 
-async def produce(source: ImageSource, req: ImageRequest) -> tuple[str, list[str]]:
-    """The requested output for one image, and warnings for stderr."""
-    warnings: list[str] = []
-    record = await source.image(req.ims_id)
-    manifest = await source.manifest(record)
-    params = bootformats.for_image(record, manifest, srv_name=req.srv_name,
-                                   iqn_prefix=req.iqn_prefix, timeout=req.timeout,
-                                   ramroot=req.ramroot)
-    text = ""
-    if req.fmt == "cmdline":
-        url = bootformats.boot_parameters_url(manifest)
-        if url is None:
-            warnings.append(f"image {record.ims_id}: the manifest has no boot-parameters "
-                            "artifact; printing root= alone")
-        else:
-            text = await source.text(url)
-    out = bootformats.render(req.fmt, params, record, text, name=req.name,
-                             configuration=req.configuration)
-    return out, warnings
+async def _produce(cfg: Config, req: ImageRequest) -> tuple[str, list[str]]:
+    async with ImsClient(cfg.catalog, make_auth(cfg.catalog)) as ims:
+        s3 = S3(cfg.s3, read_credentials(cfg.s3.credential_file))
+        return await produce(CatalogImageSource(ims, s3), req)
 
 
 def _usage(message: str) -> int:
@@ -156,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         return _usage("--json and --format are exclusive")
     cfg = load(args.config).config
     req = resolve(args, cfg)
-    out, warnings = asyncio.run(produce(ImsS3Source(cfg), req))
+    out, warnings = asyncio.run(_produce(cfg, req))
     for w in warnings:
         print(f"sbpsctl bootparams: warning: {w}", file=sys.stderr)
     sys.stdout.write(out)
