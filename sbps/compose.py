@@ -11,6 +11,7 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -113,6 +114,20 @@ def _cache_stats(stager: Stager) -> CacheStats:
     return CacheStats(used_bytes=used, budget_bytes=budget)
 
 
+def _secret(path: str) -> str | None:
+    if not path:
+        return None
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError("reconcile.notify_secret_file", path,
+                          f"cannot read: {exc.strerror}") from None
+    if len(secret) < 16:
+        raise ConfigError("reconcile.notify_secret_file", path, "the secret must have at "
+                          "least 16 characters")
+    return secret
+
+
 def start_http(c: Components, supervisor: Supervisor) -> None:
     """The API, metrics and admin endpoints, as supervised tasks."""
     cfg = c.loaded.config
@@ -138,7 +153,8 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
     deps = HttpDeps(control=r, source=source,
                     token=load_or_create_token(cfg.http, cfg.reconcile.state_dir),
                     registry=registry, config=as_dict(c.loaded), tasks=supervisor.describe,
-                    bootparams=bootparams, claims_held=c.claims.held)
+                    bootparams=bootparams, claims_held=c.claims.held,
+                    notify_secret=_secret(cfg.reconcile.notify_secret_file))
     supervisor.start("http", run_http(cfg.http, make_app(deps), cfg.reconcile.state_dir,
                                       started=lambda port: log.info(
                                           "HTTP API on %s:%d", cfg.http.bind, port)))

@@ -64,6 +64,8 @@ class PlanInput:
     """adopted names whose LUN is idle now, so their backing may move to the cache."""
     retire_due: frozenset[str] = frozenset()
     """names of retiring backstores whose removal is due now."""
+    replace: frozenset[str] = frozenset()
+    """names of desired backstores an admin promoted: remove the old export first."""
     serve: bool = True
     portals: frozenset[Portal] = frozenset()
     attributes: tuple[tuple[str, str], ...] = ()
@@ -95,7 +97,8 @@ def plan(inp: PlanInput) -> Plan:
         actions.append(SetTpgAttributes(inp.attributes, reason="TPG attributes differ "
                                         "from the access policy (read-only, ACL mode)"))
     for name in t.foreign:
-        notes.append(Note(name, "foreign", "not owned by sbps; left alone"))
+        if name not in inp.adopted:
+            notes.append(Note(name, "foreign", "not owned by sbps; left alone"))
 
     lun_of: dict[str, list[int]] = {}
     for lun in t.luns:
@@ -109,6 +112,13 @@ def plan(inp: PlanInput) -> Plan:
                               "desired twice; the first entry is used"))
             continue
         seen.add(img.identity.name)
+        if img.identity.name in inp.replace and img.identity.name in stores:
+            why = "promoted: the old version leaves before the new one is exported"
+            name = img.identity.name
+            actions += [DeleteLun(i, reason=why, subject=name)
+                        for i in sorted(lun_of.get(name, []))]
+            actions.append(DeleteStorageObject(name, reason=why, subject=name))
+            continue
         actions += _image_actions(inp, img, stores, by_index, lun_of, notes)
 
     for name in sorted(retiring(inp)):

@@ -61,6 +61,14 @@ class Claims(Protocol):
 
     def release(self, digest: str, lun_id: int) -> None: ...
 
+    def pe_changed(self, identity: Identity, etag: str) -> bool:
+        """Whether a PE claim records another etag than ``etag`` (journal only)."""
+        ...
+
+    def promote(self, identity: Identity, etag: str) -> Claim:
+        """Make ``etag`` the agreed version of a PE identity."""
+        ...
+
     def held(self) -> dict[str, int]:
         """digest -> LUN id of every claim this worker holds (from its journal)."""
         ...

@@ -14,21 +14,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from sbps.adoption import Adoption
 from sbps.apply import Report, apply
 from sbps.backends import TargetBackend
 from sbps.config import Config
-from sbps.errors import SbpsError
+from sbps.errors import InputError, SbpsError
 from sbps.lifecycle import ImageStatus, Lifecycle
 from sbps.model import (
     Action,
     ClaimLun,
     DesiredImage,
+    ImageKind,
     LunStats,
     Note,
     Plan,
@@ -39,6 +42,7 @@ from sbps.model import (
 )
 from sbps.plan import PlanInput, plan, retiring
 from sbps.ports import Catalog, CatalogResult, CatalogView, Claims, Gate, Registrar, Stager
+from sbps.serving import Serving
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,7 +96,12 @@ class Reconciler:
         self._staging: dict[str, asyncio.Task[None]] = {}
         self._desired: tuple[DesiredImage, ...] = ()
         self._empty_passes = 0
-        self._closed_at: float | None = None
+        self._replace: set[str] = set()
+        self._pe_problems: tuple[Problem, ...] = ()
+        self.serving = Serving(gate, registrar, drain_delay=self._drain_delay(), clock=clock)
+        self.adoption = Adoption(cfg.reconcile.state_dir, cfg.stage.cache_dir,
+                                 keep_backing=cfg.target.adopt_keep_backing,
+                                 quiet=min(cfg.reconcile.retire_grace, 300.0), clock=clock)
         self._portals = frozenset(_portal(p, cfg.target.port) for p in cfg.target.portals) \
             or frozenset({Portal("0.0.0.0", cfg.target.port)})
 
@@ -120,9 +129,8 @@ class Reconciler:
 
     def _next_wait(self) -> float:
         wait = self.cfg.reconcile.interval
-        if self._closed_at is not None:
-            wait = min(wait, max(0.0, self._closed_at + self._drain_delay() - self.clock()))
-        return wait
+        left = self.serving.seconds_to_disable()
+        return min(wait, left) if left else wait
 
     def _drain_delay(self) -> float:
         d = self.cfg.reconcile.drain_delay
@@ -149,9 +157,8 @@ class Reconciler:
         t0 = time.monotonic()
         errors: list[str] = []
         view = await self._catalog_view(errors)
-        desired = self._desired = self._desired_from(view)
-        gate_open = await self._gate_open(errors)
-        serve = await self._sequence_gate(gate_open, errors)
+        desired = self._desired = await self._pe_guard(self._desired_from(view))
+        serve = await self.serving.decide(errors)
         target = stats = None
         report = Report()
         last_plan = Plan()
@@ -168,18 +175,21 @@ class Reconciler:
                 target = await self._on_backend(self.backend.read)
             ret = retiring(replace(inp, target=target))
             self.lifecycle.observe(desired, target, inp.staged, inp.claims, ret)
+            exported = {lun.storage_object for lun in target.luns}
+            self._replace &= exported
         except SbpsError as exc:
             errors.append(f"target: {exc}")
             log.error("reading or changing the target failed: %s", exc)
-        dns_ok = await self._sync_dns(gate_open, target, errors)
+        dns_ok = await self.serving.sync_dns(target, errors)
         ok = not errors and not report.failed
         self.status = replace(
             self.status, passes=self.status.passes + 1, last_pass_at=started,
             last_pass_seconds=time.monotonic() - t0,
             last_success_at=started if ok else self.status.last_success_at,
-            ready=self.status.ready or target is not None, gate_open=gate_open, serving=serve,
-            dns_registered=dns_ok, degraded=view.degraded, images=self.lifecycle.status(),
-            problems=view.problems, notes=last_plan.notes, target=target,
+            ready=self.status.ready or target is not None, gate_open=self.serving.open,
+            serving=serve, dns_registered=dns_ok, degraded=view.degraded,
+            images=self.lifecycle.status(), problems=view.problems + self._pe_problems,
+            notes=last_plan.notes, target=target,
             stats=stats or {}, last_report=report, last_plan=last_plan, errors=tuple(errors))
         level = logging.INFO if report.results or errors else logging.DEBUG
         log.log(level, "pass %d finished in %.3f s: %d actions, %d failed%s",
@@ -217,41 +227,46 @@ class Reconciler:
             return self._desired
         return view.images
 
-    async def _gate_open(self, errors: list[str]) -> bool:
-        try:
-            return await self.gate.is_open()
-        except SbpsError as exc:
-            errors.append(f"gate: {exc}")
-            log.warning("gate %s unavailable, keeping its last state: %s", self.gate.name, exc)
-            return self.status.gate_open if self.status.passes else True
+    async def _pe_guard(self, desired: tuple[DesiredImage, ...]) -> tuple[DesiredImage, ...]:
+        """Field failure 4: a PE image re-uploaded under the same name keeps its identity in
+        legacy mode, so the version this fleet agreed on (the claim's etag) keeps serving
+        until an admin promotes the new one; the change is reported as ``pe_changed``."""
+        out: list[DesiredImage] = []
+        problems: list[Problem] = []
+        for img in desired:
+            changed = img.kind is ImageKind.PE and await self._on_io(
+                self.claims.pe_changed, img.identity, img.source.etag)
+            if not changed:
+                out.append(img)
+                continue
+            old = self.lifecycle.get(img.identity.name)
+            problems.append(Problem(img.identity.key, "etag", f"PE object changed to "
+                                    f"{img.source.etag}; the agreed version keeps serving "
+                                    "until `sbpsctl image promote`", "pe_changed"))
+            if old is not None and old.image is not None:
+                out.append(old.image)
+        self._pe_problems = tuple(problems)
+        return tuple(out)
 
-    async def _sequence_gate(self, gate_open: bool, errors: list[str]) -> bool:
-        """Closing: withdraw DNS first, serve until the drain delay passed. Opening: serve
-        now; DNS follows once the pass has exported (in _sync_dns)."""
-        if gate_open:
-            self._closed_at = None
-            return True
-        if self._closed_at is None:
-            self._closed_at = self.clock()
-            log.info("gate %s closed: withdrawing DNS, disabling the target in %.0f s",
-                     self.gate.name, self._drain_delay())
-            await self._ensure_dns(False, errors)
-        return self.clock() < self._closed_at + self._drain_delay()
+    def drain(self, on: bool) -> None:
+        self.serving.drain(on)
 
-    async def _sync_dns(self, gate_open: bool, target: TargetState | None,
-                        errors: list[str]) -> bool:
-        if not gate_open or target is None or not target.tpg_enabled:
-            return False
-        return await self._ensure_dns(True, errors)
+    async def sessions(self) -> tuple[str, ...]:
+        return await self._on_backend(self.backend.sessions)
 
-    async def _ensure_dns(self, present: bool, errors: list[str]) -> bool:
-        try:
-            await self.registrar.ensure(present)
-            return present
-        except SbpsError as exc:
-            errors.append(f"dns: {exc}")
-            log.warning("DNS %s failed: %s", "registration" if present else "withdrawal", exc)
-            return False
+    async def promote(self, key: str) -> DesiredImage:
+        """Switch a changed PE image to its new content: the claim takes the new etag and
+        the old export is removed before the new one is created at the same LUN id."""
+        images = await self.catalog.scan()
+        img = next((i for i in images.images
+                    if key in (i.identity.key, i.identity.name)), None)
+        if img is None:
+            raise InputError(key, "key", "no desired image has this identity key or name",
+                             code="not_found")
+        await self._on_io(self.claims.promote, img.identity, img.source.etag)
+        self._replace.add(img.identity.name)
+        self.trigger(f"promoted {img.identity.name}")
+        return img
 
     async def _plan_input(self, desired: tuple[DesiredImage, ...], target: TargetState,
                           stats: dict[int, LunStats], serve: bool) -> PlanInput:
@@ -272,8 +287,12 @@ class Reconciler:
         # Claims this worker holds for images no longer desired, so retiring releases them.
         for c_digest, lun_id in (await self._on_io(self.claims.held)).items():
             claims.setdefault(c_digest, lun_id)
+        adopted, switch = self.adoption.update(desired, target, stats)
+        await self._on_backend(self.backend.adopt, adopted)
         base = PlanInput(desired=desired, target=target, cache_dir=self.cfg.stage.cache_dir,
                          staged=staged, claims=claims, candidates=candidates,
+                         adopted=adopted, switch_backing=switch,
+                         replace=frozenset(self._replace),
                          blocked=self.lifecycle.blocked() | frozenset(self._staging),
                          serve=serve, portals=self._portals,
                          attributes=OPEN_ACCESS_ATTRIBUTES)
@@ -294,14 +313,22 @@ class Reconciler:
 
     async def _stage(self, image: DesiredImage) -> None:
         try:
-            in_use = await self._on_io(self.claims.held)
-            await self.stager.stage(image, in_use=frozenset(in_use))
+            await self.stager.stage(image, in_use=self._in_use())
         except SbpsError as exc:
             self.lifecycle.failed(image, exc.code, str(exc))
         else:
             self.trigger(f"staged {image.identity.name}")
         finally:
             self._staging.pop(image.identity.digest, None)
+
+    def _in_use(self) -> frozenset[str]:
+        """Digests whose cache file backs an exported or retiring LUN."""
+        target = self.status.target
+        names = {so.name: so.path for so in target.storage_objects} if target else {}
+        exported = {lun.storage_object for lun in target.luns} if target else set()
+        return frozenset(os.path.basename(path).split(".")[0]
+                         for name, path in names.items()
+                         if name in exported and name not in self._replace)
 
     async def staging_idle(self) -> None:
         while self._staging:

@@ -27,6 +27,10 @@ class TargetBackend(Protocol):
         """Connect to the target (blocking, idempotent); BackendError if it is not there."""
         ...
 
+    def adopt(self, names: frozenset[str]) -> None:
+        """Backstores of the field agent that sbps adopted: it may now change them."""
+        ...
+
     def read(self) -> TargetState:
         """The live state of this worker's target; never read from a saved file."""
         ...

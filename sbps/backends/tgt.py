@@ -116,6 +116,9 @@ class TgtBackend:
         ours = next((t for t in targets if t.name == self.iqn), None)
         return ours, targets
 
+    def adopt(self, names: frozenset[str]) -> None:
+        """Nothing to adopt: the field agent only ever drove LIO, never tgt."""
+
     def open(self) -> None:
         """Check that tgtd answers; BackendError (temporary) when it does not."""
         self.tgtadm.show()

@@ -1,4 +1,4 @@
-"""``sbpsctl image hold|release|retire-now KEY``: admin levers on one image version.
+"""``sbpsctl image hold|release|retire-now|promote KEY``: admin levers on one image version.
 
 Owns these subcommands of ``image``; they call the daemon's admin API. ``hold`` keeps a
 retiring image's LUN until released; ``retire-now`` removes a retiring LUN without waiting
@@ -14,7 +14,8 @@ from sbps.cli._api import add_common, api, dump
 
 ACTIONS = {"hold": "never retire this image's LUN until released",
            "release": "undo hold",
-           "retire-now": "remove a retiring image's LUN now, even if it is still read"}
+           "retire-now": "remove a retiring image's LUN now, even if it is still read",
+           "promote": "serve a re-uploaded PE image's new content (the old LUN goes first)"}
 
 
 def register(sub: Any) -> None:
@@ -37,6 +38,9 @@ def _act(args: argparse.Namespace) -> int:
     _, doc = api(args).call("POST", f"/v1/images/{args.key}/{args.action}", admin=True)
     if args.json:
         print(dump(doc))
+    elif args.action == "promote":
+        print(f"image {doc['key']}: promoted to etag {doc['etag']}; pass {doc['pass']} "
+              "removes the old LUN, then the new version is staged and exported")
     else:
         print(f"image {doc['key']}: {doc['action']} done (held: {'yes' if doc['held'] else 'no'}"
               f"); pass {doc['pass']} will apply it")

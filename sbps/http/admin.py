@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import hmac
 import json
 import logging
 import re
@@ -161,6 +162,8 @@ def _known(deps: HttpDeps, key: str) -> ImageState | None:
 async def image_action(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     key, action = request.match_info["key"], request.match_info["action"]
+    if action == "promote":
+        return await _promote(request, deps, key)
     state = _known(deps, key)
     lc = deps.control.lifecycle
     if action == "hold":
@@ -183,3 +186,64 @@ async def image_action(request: web.Request) -> web.Response:
     number = deps.control.trigger(f"{action} {key} requested through the API")
     return _json({"key": key, "action": action, "held": key in lc.held,
                   "forced": key in lc.forced, "pass": number}, status=202)
+
+
+async def _promote(request: web.Request, deps: HttpDeps, key: str) -> web.Response:
+    """The promote lever: the reconciler resolves the key among desired images."""
+    if not _KEY_RE.match(key):
+        raise ApiError(400, "invalid_parameter", "an image key is the 15 hex digits of its "
+                       "product id", field="key")
+    img = await deps.control.promote(key)
+    log.warning("image %s: promoted to etag %s through the API", key, img.source.etag,
+                extra={"backstore": key, "action": "promote", "peer": request.remote})
+    return _json({"key": key, "action": "promote", "etag": img.source.etag,
+                  "pass": deps.control.status.passes + 1}, status=202)
+
+
+async def post_drain(request: web.Request) -> web.Response:
+    """Close (``?on=1``, default) or reopen (``?on=0``) this worker by hand; with ``?wait=1``
+    answer once DNS is withdrawn and the target disabled. Lists connected initiators."""
+    deps = request.app[DEPS]
+    on = _bool_param(request, "on") if "on" in request.query else True
+    deps.control.drain(on)
+    number = deps.control.trigger("drain " + ("on" if on else "off"))
+    st = deps.control.status
+    if _bool_param(request, "wait"):
+        st = await deps.control.wait_for_pass(number)
+        while on and st.serving:
+            st = await deps.control.wait_for_pass(st.passes + 1)
+    sessions = await deps.control.sessions()
+    return _json({"drained": on, "serving": st.serving, "dns_registered": st.dns_registered,
+                  "pass": number, "sessions": list(sessions)}, status=200)
+
+
+class NotifyLimiter:
+    """At most one pass scheduled per ``interval`` seconds from bucket notifications."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.last = -interval
+
+    def allow(self, now: float) -> bool:
+        if now - self.last < self.interval:
+            return False
+        self.last = now
+        return True
+
+
+NOTIFY_LIMIT = web.AppKey("sbps_notify_limit", NotifyLimiter)
+
+
+async def post_notify(request: web.Request) -> web.Response:
+    """Ceph RGW bucket notifications: only schedule a pass. The payload is never read or
+    trusted; the shared secret in the path is the only credential RGW can send."""
+    deps = request.app[DEPS]
+    secret = deps.notify_secret
+    given = request.match_info["secret"]
+    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+        raise ApiError(404, "not_found", "no such endpoint")
+    limiter = request.app[NOTIFY_LIMIT]
+    scheduled = limiter.allow(asyncio.get_running_loop().time())
+    if scheduled:
+        deps.control.trigger("S3 bucket notification")
+    return _json({"scheduled": scheduled}, status=202)

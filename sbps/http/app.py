@@ -175,6 +175,7 @@ def make_app(deps: HttpDeps) -> web.Application:
     """The API application; the daemon starts it with ``start_http`` or ``run_http``."""
     app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
     app[DEPS] = deps
+    app[admin.NOTIFY_LIMIT] = admin.NotifyLimiter()
     app[SPEC] = resources.files("sbps.http").joinpath("openapi.yaml").read_bytes()
     adm = guarded(_token)
     app.router.add_routes([
@@ -187,6 +188,8 @@ def make_app(deps: HttpDeps) -> web.Application:
         web.get("/v1/bootparams/{ims_id}", bootparams, allow_head=False),
         web.get("/metrics", metrics, allow_head=False),
         web.post("/v1/reconcile", adm(admin.post_reconcile)),
+        web.post("/v1/drain", adm(admin.post_drain)),
+        web.post("/v1/notify/{secret}", admin.post_notify),
         web.post("/v1/images/{key}/{action}", adm(admin.image_action)),
         web.get("/debug/state", adm(admin.debug_state), allow_head=False),
         web.get("/debug/plan", adm(admin.debug_plan), allow_head=False),

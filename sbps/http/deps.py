@@ -35,6 +35,12 @@ class Control(Protocol):
 
     async def dry_run(self) -> Plan: ...
 
+    async def promote(self, key: str) -> Any: ...
+
+    def drain(self, on: bool) -> None: ...
+
+    async def sessions(self) -> tuple[str, ...]: ...
+
 
 #: ``bootparams(ims_id, network)`` -> the boot parameters document; may be a coroutine.
 BootParams = Callable[[str, str], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
@@ -54,6 +60,8 @@ class HttpDeps:
     bootparams: BootParams | None = None
     claims_held: Callable[[], Mapping[str, int]] | None = None
     set_log_level: Callable[[str], None] = set_level
+    notify_secret: str | None = None
+    """Shared secret in the S3 notification path; None disables the endpoint."""
 
 
 DEPS = web.AppKey("sbps_deps", HttpDeps)

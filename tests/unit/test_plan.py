@@ -222,3 +222,19 @@ def test_every_action_has_a_reason() -> None:
     p = plan(inp((A, B), target((C, 30)), claims={A.identity.digest: 1, C.identity.digest: 30},
                  retire_due=frozenset({C.identity.name})))
     assert p.actions and all(a.reason for a in p.actions)
+
+
+def test_promoted_image_is_removed_before_its_new_version_is_exported() -> None:
+    t = target((A, 10))
+    p = plan(inp((A,), t, replace=frozenset({A.identity.name})))
+    assert kinds(p) == ["DeleteLun", "DeleteStorageObject"]
+    after = plan(inp((A,), target(), replace=frozenset({A.identity.name})))
+    assert kinds(after) == ["CreateStorageObject", "CreateLun"]
+
+
+def test_adopted_objects_are_not_reported_foreign() -> None:
+    old = so_for(A, path="/var/lib/s3fs_mount/img1/rootfs")
+    t = replace(target(extra=(old,), extra_luns=(Lun(4, A.identity.name),)),
+                foreign=(A.identity.name,))
+    p = plan(inp((A,), t, claims={A.identity.digest: 4}, adopted=frozenset({A.identity.name})))
+    assert p.actions == () and p.notes == ()

@@ -1,0 +1,82 @@
+"""Whether this worker serves: the node gate, a manual drain, and DNS sequencing.
+
+Owns the order that keeps clients safe: closing (gate closed or ``sbpsctl drain``)
+withdraws this worker's DNS records first and keeps the target enabled for the drain delay,
+so initiators move to other paths before the TPG is disabled; opening serves at once and
+registers DNS only after a pass has the target enabled. A gate that cannot answer keeps its
+last state, so an API outage never drains a worker. Must not touch the target itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sbps.errors import SbpsError
+from sbps.model import TargetState
+from sbps.ports import Gate, Registrar
+
+log = logging.getLogger(__name__)
+
+
+class Serving:
+    def __init__(self, gate: Gate, registrar: Registrar, *, drain_delay: float,
+                 clock: Callable[[], float]) -> None:
+        self.gate = gate
+        self.registrar = registrar
+        self.drain_delay = drain_delay
+        self.clock = clock
+        self.gate_open = True
+        self.drained = False
+        self.closed_at: float | None = None
+        self._answered = False
+
+    def drain(self, on: bool) -> None:
+        """Close (or reopen) this worker by hand, whatever the gate says."""
+        if on != self.drained:
+            log.info("manual drain %s", "on" if on else "off")
+        self.drained = on
+
+    async def decide(self, errors: list[str]) -> bool:
+        """Read the gate; withdraw DNS when closing. Returns whether the TPG serves now."""
+        try:
+            self.gate_open = await self.gate.is_open()
+            self._answered = True
+        except SbpsError as exc:
+            errors.append(f"gate: {exc}")
+            log.warning("gate %s unavailable, keeping its last state: %s", self.gate.name, exc)
+            if not self._answered:
+                self.gate_open = True
+        if self.open:
+            self.closed_at = None
+            return True
+        if self.closed_at is None:
+            self.closed_at = self.clock()
+            log.info("closing (%s): withdrawing DNS, disabling the target in %.0f s",
+                     "drain" if self.drained else f"gate {self.gate.name}", self.drain_delay)
+            await self.ensure_dns(False, errors)
+        return self.clock() < self.closed_at + self.drain_delay
+
+    @property
+    def open(self) -> bool:
+        return self.gate_open and not self.drained
+
+    def seconds_to_disable(self) -> float | None:
+        if self.closed_at is None:
+            return None
+        return max(0.0, self.closed_at + self.drain_delay - self.clock())
+
+    async def sync_dns(self, target: TargetState | None, errors: list[str]) -> bool:
+        """Register (and repair) DNS while open with the target enabled."""
+        if not self.open or target is None or not target.tpg_enabled:
+            return False
+        return await self.ensure_dns(True, errors)
+
+    async def ensure_dns(self, present: bool, errors: list[str]) -> bool:
+        try:
+            await self.registrar.ensure(present)
+            return present
+        except SbpsError as exc:
+            errors.append(f"dns: {exc}")
+            log.warning("DNS %s failed: %s", "registration" if present else "withdrawal", exc)
+            return False

@@ -1,0 +1,83 @@
+"""Node gate, manual drain and DNS on a running marshal, with a real Knot server (RFC 2136,
+TSIG). Records are read back from Knot; the target state is read from configfs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures.dns import DOMAIN, SYSTEM, KnotServer, query
+from tests.fixtures.marshal import Worker, wait_until
+from tests.fixtures.servers import IMSServer
+
+SRV = f"_sbps-hsn._tcp.{SYSTEM}.{DOMAIN}."
+
+
+def dns_settings(knot: KnotServer) -> dict[str, Any]:
+    return {"mode": "rfc2136", "server": "127.0.0.1", "port": knot.port,
+            "tsig_key_file": str(knot.key_file), "ttl": 60, "hsn_address": "127.0.0.11",
+            "nmn_address": "127.0.0.12"}
+
+
+def srv_targets(knot: KnotServer) -> set[str]:
+    return {r.split()[-1] for r in query(knot.port, SRV, "SRV")}
+
+
+def test_gate_file_closes_dns_first_then_the_target_and_reopens(
+        make_worker: Callable[..., Worker], ims_server: IMSServer,
+        upload_ims_image: Callable[..., Any], knot_server: KnotServer, tmp_path: Path) -> None:
+    upload_ims_image("compute", label=True)
+    flag = tmp_path / "serve"
+    flag.touch()
+    w = make_worker("ncn-w001", ims_server, dns=dns_settings(knot_server),
+                    node={"system_name": SYSTEM, "site_domain": DOMAIN, "gate": "file",
+                          "gate_file": str(flag)},
+                    reconcile={"drain_delay": "3s"})
+    w.start()
+    host = f"iscsi-server-id-001.hsn.{SYSTEM}.{DOMAIN}."
+    wait_until("SRV and A records", lambda: host in srv_targets(knot_server)
+               and query(knot_server.port, host, "A") == {"127.0.0.11"}, worker=w)
+    assert w.tpg_enabled() and w.luns()
+    flag.unlink()
+    wait_until("DNS withdrawn", lambda: not srv_targets(knot_server), worker=w)
+    assert w.tpg_enabled(), "the target must keep serving during the drain delay"
+    wait_until("the target disabled after the drain delay", lambda: not w.tpg_enabled(),
+               worker=w)
+    assert w.luns(), "closing the gate never removes LUNs"
+    flag.touch()  # field failure 9: the target must come back when the gate reopens
+    wait_until("the target re-enabled", w.tpg_enabled, worker=w)
+    wait_until("DNS registered again", lambda: host in srv_targets(knot_server), worker=w)
+    assert w.stop() == 0
+    # withdraw_on_stop (default true): a clean stop removes this worker's records.
+    assert not srv_targets(knot_server)
+
+
+def test_sbpsctl_drain(make_worker: Callable[..., Worker], ims_server: IMSServer,
+                       upload_ims_image: Callable[..., Any], knot_server: KnotServer) -> None:
+    upload_ims_image("compute", label=True)
+    w = make_worker("ncn-w002", ims_server, dns=dns_settings(knot_server),
+                    node={"system_name": SYSTEM, "site_domain": DOMAIN},
+                    reconcile={"drain_delay": "2s"})
+    w.start()
+    wait_until("registered", lambda: srv_targets(knot_server), worker=w)
+    url = wait_until("the API URL", lambda: (w.root / "state/http-url").exists()
+                     and (w.root / "state/http-url").read_text().strip(), worker=w)
+
+    def sbpsctl(*args: str) -> dict[str, Any]:
+        r = subprocess.run([sys.executable, "-c", "from sbps.cli import run; run()",
+                            "--config", str(w.config_path), *args, "--url", url, "--json"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    doc = sbpsctl("drain")
+    assert doc["drained"] is True and doc["serving"] is False
+    assert not srv_targets(knot_server) and not w.tpg_enabled()
+    doc = sbpsctl("drain", "--undo")
+    assert doc["drained"] is False
+    wait_until("serving again", lambda: w.tpg_enabled() and srv_targets(knot_server), worker=w)
+    assert w.stop() == 0
