@@ -41,7 +41,8 @@ def test_gate_file_closes_dns_first_then_the_target_and_reopens(
     host = f"iscsi-server-id-001.hsn.{SYSTEM}.{DOMAIN}."
     wait_until("SRV and A records", lambda: host in srv_targets(knot_server)
                and query(knot_server.port, host, "A") == {"127.0.0.11"}, worker=w)
-    assert w.tpg_enabled() and w.luns()
+    wait_until("the export", w.luns, worker=w)
+    assert w.tpg_enabled()
     flag.unlink()
     wait_until("DNS withdrawn", lambda: not srv_targets(knot_server), worker=w)
     assert w.tpg_enabled(), "the target must keep serving during the drain delay"
