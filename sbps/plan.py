@@ -166,12 +166,10 @@ def _image_actions(inp: PlanInput, img: DesiredImage, stores: Mapping[str, Stora
         return []
     path = inp.staged.get(ident.digest)
     if path is None:
-        if existing is not None and name in inp.adopted:
-            pass  # adopted LUN serves from its old backing until the cache copy exists
-        elif ident.digest in inp.blocked:
+        # An adopted LUN keeps serving from its old backing while the cache copy is made.
+        if ident.digest in inp.blocked:
             return []
-        else:
-            return [StageImage(img, subject=name, reason="not in the verified cache")]
+        return [StageImage(img, subject=name, reason="not in the verified cache")]
     if existing is not None and indexes:
         if path is not None and existing.path != path and name in inp.switch_backing:
             why = "adopted LUN is idle: move it to the verified cache copy"

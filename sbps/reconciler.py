@@ -245,6 +245,10 @@ class Reconciler:
                                     "until `sbpsctl image promote`", "pe_changed"))
             if old is not None and old.image is not None:
                 out.append(old.image)
+        for p in problems:
+            if p not in self._pe_problems:
+                log.warning("%s: %s (pe_changed)", p.obj, p.reason,
+                            extra={"code": p.code})
         self._pe_problems = tuple(problems)
         return tuple(out)
 

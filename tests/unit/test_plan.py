@@ -180,6 +180,9 @@ def test_adoption_keeps_the_field_agents_lun_number() -> None:
                                   reason="LUN 4 is exported without a claim"),)
     claims = {A.identity.digest: 4}
     assert plan(inp((A,), t, claims=claims, adopted=adopted)).actions == ()
+    # Not yet in the cache: staged while the adopted LUN keeps serving, nothing removed.
+    assert kinds(plan(inp((A,), t, claims=claims, adopted=adopted, staged={}))) == [
+        "StageImage"]
     p = plan(inp((A,), t, claims=claims, adopted=adopted, switch_backing=adopted))
     assert kinds(p) == ["DeleteLun", "DeleteStorageObject", "CreateStorageObject", "CreateLun"]
     assert isinstance(p.actions[3], CreateLun) and p.actions[3].lun.index == 4
