@@ -1,0 +1,103 @@
+"""The figures of a reliability run and the REPORT.md they are written to.
+
+Each scenario adds one ``Figures`` row as it ends (before it asserts, so a failing run still
+reports what it saw); each negative control adds a ``Control`` row showing that a loss
+detector fires on a planted loss. Must not decide pass or fail: the tests do.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.reliability.scale import Scale
+
+REPORT_PATH = Path(__file__).with_name("REPORT.md")
+
+
+@dataclass
+class Figures:
+    """One scenario. Loss figures (corrupt, renumbered, lost, claims, partial) must be 0."""
+
+    scenario: str
+    faults: int = 0
+    runs: int = 0
+    inputs: int = 0
+    crashes: int = 0
+    corrupt: int = 0
+    renumbered: int = 0
+    lost: int = 0
+    claims: int = 0
+    partial: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def losses(self) -> int:
+        return self.crashes + self.corrupt + self.renumbered + self.lost + self.claims \
+            + self.partial
+
+
+@dataclass(frozen=True)
+class Control:
+    """A negative control: a planted loss and what its detector counted (must be > 0)."""
+
+    detector: str
+    planted: str
+    detected: int
+
+
+@dataclass
+class Report:
+    scale: Scale
+    started: float = field(default_factory=time.monotonic)
+    rows: list[Figures] = field(default_factory=list)
+    controls: list[Control] = field(default_factory=list)
+
+    def add(self, figures: Figures) -> Figures:
+        self.rows.append(figures)
+        return figures
+
+    def control(self, detector: str, planted: str, detected: int) -> None:
+        self.controls.append(Control(detector, planted, detected))
+
+    def markdown(self) -> str:
+        s = self.scale
+        elapsed = time.monotonic() - self.started
+        lines = [
+            "# Reliability and security report",
+            "",
+            f"Written by `tox -e reliability` (pytest `tests/reliability`). Scale `{s.name}` "
+            f"(`SBPS_RELIABILITY_SCALE`), seed `{s.seed}` (`SBPS_RELIABILITY_SEED`): "
+            f"{s.kills} kills per kill scenario, {s.fuzz_cases} fuzz cases per input kind. "
+            f"Run time {elapsed:.0f} s on {platform.machine()} Python "
+            f"{platform.python_version()}.",
+            "",
+            "Loss columns (crashes, corrupt exports, LUNs renumbered, data lost, claim "
+            "problems, partial files left) must all be 0; every detector behind them has a "
+            "negative control below that shows it fires.",
+            "",
+            "| scenario | faults injected | runs survived | inputs tried | crashes | corrupt "
+            "exports | LUNs renumbered | data lost | claim problems | partial files left | "
+            "seconds |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in self.rows:
+            lines.append(f"| {r.scenario} | {r.faults} | {r.runs} | {r.inputs} | {r.crashes} "
+                         f"| {r.corrupt} | {r.renumbered} | {r.lost} | {r.claims} | "
+                         f"{r.partial} | {r.seconds:.0f} |")
+        total = sum(r.losses for r in self.rows)
+        lines += ["", f"Total of the loss figures: **{total}**.", "",
+                  "## Negative controls", "",
+                  "| detector | planted loss | detected |", "|---|---|---:|"]
+        lines += [f"| {c.detector} | {c.planted} | {c.detected} |" for c in self.controls]
+        notes = [(r.scenario, n) for r in self.rows for n in r.notes]
+        if notes:
+            lines += ["", "## Notes", ""]
+            lines += [f"- {scenario}: {note}" for scenario, note in notes]
+        return "\n".join(lines) + "\n"
+
+    def write(self, path: Path = REPORT_PATH) -> None:
+        path.write_text(self.markdown())
