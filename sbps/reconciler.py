@@ -96,6 +96,7 @@ class Reconciler:
         self._staging: dict[str, asyncio.Task[None]] = {}
         self._desired: tuple[DesiredImage, ...] = ()
         self._empty_passes = 0
+        self._empty_outage = False
         self._replace: set[str] = set()
         self._pe_problems: tuple[Problem, ...] = ()
         self.serving = Serving(gate, registrar, drain_delay=self._drain_delay(), clock=clock)
@@ -187,7 +188,8 @@ class Reconciler:
             last_pass_seconds=time.monotonic() - t0,
             last_success_at=started if ok else self.status.last_success_at,
             ready=self.status.ready or target is not None, gate_open=self.serving.open,
-            serving=serve, dns_registered=dns_ok, degraded=view.degraded,
+            serving=serve, dns_registered=dns_ok,
+            degraded=view.degraded + (("catalog_empty",) if self._empty_outage else ()),
             images=self.lifecycle.status(), problems=view.problems + self._pe_problems,
             notes=last_plan.notes, target=target,
             stats=stats or {}, last_report=report, last_plan=last_plan, errors=tuple(errors))
@@ -215,12 +217,15 @@ class Reconciler:
             return CatalogView(self._desired, (), ("catalog",))
 
     def _desired_from(self, view: CatalogResult) -> tuple[DesiredImage, ...]:
+        self._empty_outage = False
         if view.images or not self._desired:
             self._empty_passes = 0
             return view.images
         self._empty_passes += 1
         limit = self.cfg.reconcile.empty_catalog_passes
         if self._empty_passes <= limit:
+            # An outage until proven otherwise: the status says so (issue 7, 15).
+            self._empty_outage = True
             log.warning("the catalog came back empty (%d of %d passes); treating it as an "
                         "outage and keeping %d images", self._empty_passes, limit,
                         len(self._desired))
