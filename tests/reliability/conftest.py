@@ -11,12 +11,13 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sbps.model import Identity
 from sbps.s3 import S3
 from tests.fixtures.marshal import Worker, wait_until
 from tests.reliability import detectors as det
@@ -143,7 +144,7 @@ def converge(w: Worker, serials: set[str], timeout: float = 90) -> bool:
 
 
 def inspect(w: Worker, fig: Figures, *, truth: det.Truth, book: det.LunBook,
-            expected: set[str], s3: S3, bucket: str) -> None:
+            expected: set[str], s3: S3, bucket: str, pending: Iterable[Identity] = ()) -> None:
     """Run every loss detector on a worker and add what they find to ``fig``."""
     exports = det.lio_exports(w.luns())
     cache = str(w.settings["stage"]["cache_dir"])
@@ -152,7 +153,7 @@ def inspect(w: Worker, fig: Figures, *, truth: det.Truth, book: det.LunBook,
         "corrupt": det.corrupt_exports(exports, truth, cache),
         "renumbered": book.check(exports),
         "lost": det.lost(expected, exports),
-        "claims": det.claim_problems(s3, bucket, w.hostname, state, exports),
+        "claims": det.claim_problems(s3, bucket, w.hostname, state, exports, pending),
         "partial": det.partial_files(cache),
     }
     for what, items in found.items():

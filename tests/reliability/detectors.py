@@ -26,6 +26,7 @@ from typing import Any
 from sbps import identity
 from sbps.claims import ClaimRegistry, Settings, journal_path
 from sbps.config import TargetConfig
+from sbps.model import Identity
 from sbps.s3 import S3
 
 
@@ -120,8 +121,12 @@ def partial_files(cache_dir: str | Path) -> list[str]:
 
 
 def claim_problems(s3: S3, bucket: str, hostname: str, state_dir: str | Path,
-                   exports: Iterable[Export]) -> list[str]:
+                   exports: Iterable[Export], pending: Iterable[Identity] = ()) -> list[str]:
+    """``pending``: desired images that cannot be exported yet (a failed download); their
+    claims are rightly held, keeping the id, so ``held_not_exported`` is expected for them."""
     registry = ClaimRegistry(s3, bucket, hostname, Settings.from_config(TargetConfig()),
                              journal_path(state_dir), persist=False)
     found = registry.verify({e.lun: e.name for e in exports})
-    return [f"{p.obj}: {p.field}: {p.reason} [{p.code}]" for p in found]
+    held = {f"LUN {c.lun_id}" for c in map(registry.lookup, pending) if c is not None}
+    return [f"{p.obj}: {p.field}: {p.reason} [{p.code}]" for p in found
+            if not (p.code == "held_not_exported" and p.obj in held)]
