@@ -181,6 +181,10 @@ def _read_file(path: str, by_key: dict[str, Key], values: dict[str, Any],
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("(file)", path, f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        # tomllib decodes the whole file first; TOML files are UTF-8.
+        raise ConfigError("(file)", path, f"not valid UTF-8 at byte {exc.start}: TOML files "
+                          "are UTF-8") from None
     except OSError as exc:
         raise ConfigError("--config", path, f"cannot read: {exc.strerror}") from None
     sections = sorted({k.section for k in by_key.values()})

@@ -99,6 +99,14 @@ def test_bad_values_name_key_value_and_allowed(tmp_path: Path, text: str, key: s
     assert fragment in str(err.value)
 
 
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "marshal.toml"
+    path.write_bytes(b"[node]\nhostname = \"w\xff\"\n")
+    with pytest.raises(ConfigError, match="not valid UTF-8") as err:
+        load(str(path), env={})
+    assert err.value.key == "(file)"
+
+
 def test_bad_env_value_names_the_variable() -> None:
     with pytest.raises(ConfigError) as err:
         load(None, env={"SBPS_MARSHAL_SCAN_FREQUENCY": "often"})
