@@ -121,8 +121,10 @@ def unhandled(w: Worker) -> int:
                                    "Exception in thread")))
 
 
-def converge(w: Worker, serials: set[str], timeout: float = 90) -> bool:
-    """Wait until exactly ``serials`` are exported and a later pass had nothing to do."""
+def converge(w: Worker, serials: set[str], timeout: float = 90, *,
+             errors_ok: bool = False) -> bool:
+    """Wait until exactly ``serials`` are exported and a later pass had nothing to do (and
+    reported no error, unless ``errors_ok``: an upstream known to be down)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if w.proc is not None and w.proc.poll() is not None:
@@ -131,7 +133,7 @@ def converge(w: Worker, serials: set[str], timeout: float = 90) -> bool:
             mark = len(w.log())
             while time.monotonic() < deadline:
                 quiet = any(d.get("msg", "").startswith("pass ") and ": 0 actions, 0 failed"
-                            in d.get("msg", "") and "errors" not in d.get("msg", "")
+                            in d.get("msg", "") and (errors_ok or "errors" not in d.get("msg", ""))
                             for d in log_lines(w, mark))
                 if quiet:
                     return {x["serial"] for x in w.luns().values()} == serials
