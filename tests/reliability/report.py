@@ -31,13 +31,14 @@ class Figures:
     lost: int = 0
     claims: int = 0
     partial: int = 0
+    leaked: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
     def losses(self) -> int:
         return self.crashes + self.corrupt + self.renumbered + self.lost + self.claims \
-            + self.partial
+            + self.partial + self.leaked
 
 
 @dataclass(frozen=True)
@@ -76,18 +77,19 @@ class Report:
             f"{platform.python_version()}.",
             "",
             "Loss columns (crashes, corrupt exports, LUNs renumbered, data lost, claim "
-            "problems, partial files left) must all be 0; every detector behind them has a "
+            "problems, partial files left, secrets leaked) must all be 0; every detector behind "
+            "them has a "
             "negative control below that shows it fires.",
             "",
             "| scenario | faults injected | runs survived | inputs tried | crashes | corrupt "
             "exports | LUNs renumbered | data lost | claim problems | partial files left | "
-            "seconds |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "secrets leaked | seconds |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in self.rows:
             lines.append(f"| {r.scenario} | {r.faults} | {r.runs} | {r.inputs} | {r.crashes} "
                          f"| {r.corrupt} | {r.renumbered} | {r.lost} | {r.claims} | "
-                         f"{r.partial} | {r.seconds:.0f} |")
+                         f"{r.partial} | {r.leaked} | {r.seconds:.0f} |")
         total = sum(r.losses for r in self.rows)
         lines += ["", f"Total of the loss figures: **{total}**.", "",
                   "## Negative controls", "",
