@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from sbps.access import OPEN_ATTRIBUTES
+from sbps.access_files import AccessSource
 from sbps.apply import Report, apply
 from sbps.backends import TargetBackend
 from sbps.config import Config
@@ -43,8 +45,8 @@ from sbps.ports import Catalog, CatalogResult, CatalogView, Claims, Gate, Regist
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-OPEN_ACCESS_ATTRIBUTES = (("generate_node_acls", "1"), ("demo_mode_write_protect", "1"),
-                          ("cache_dynamic_acls", "1"), ("authentication", "0"))
+#: The field's access (generated ACLs, write-protected, no CHAP); the policy's default.
+OPEN_ACCESS_ATTRIBUTES = OPEN_ATTRIBUTES
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Reconciler:
         self.lifecycle = Lifecycle(clock, cfg.reconcile.backoff_initial,
                                    cfg.reconcile.backoff_max)
         self.status = Status(iqn=iqn, backend=backend.name)
+        self._access = AccessSource(cfg.target)
         self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="sbps-backend")
         self._io = ThreadPoolExecutor(8, thread_name_prefix="sbps-io")
         self._wake = asyncio.Event()
@@ -272,11 +275,14 @@ class Reconciler:
         # Claims this worker holds for images no longer desired, so retiring releases them.
         for c_digest, lun_id in (await self._on_io(self.claims.held)).items():
             claims.setdefault(c_digest, lun_id)
+        # The access policy reads its files (tenant map, CHAP): an unusable one fails the
+        # target part of the pass (ConfigError), never loosens or revokes access.
+        access, attributes = await self._on_io(self._access.current, desired)
         base = PlanInput(desired=desired, target=target, cache_dir=self.cfg.stage.cache_dir,
                          staged=staged, claims=claims, candidates=candidates,
                          blocked=self.lifecycle.blocked() | frozenset(self._staging),
-                         serve=serve, portals=self._portals,
-                         attributes=OPEN_ACCESS_ATTRIBUTES)
+                         serve=serve, portals=self._portals, attributes=attributes,
+                         access=access)
         due = self.lifecycle.retire_due(retiring(base), target, stats,
                                         self.cfg.reconcile.retire_grace,
                                         self.cfg.reconcile.retire_max_wait)
