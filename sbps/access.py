@@ -118,9 +118,9 @@ def initiators(policy: Policy) -> tuple[str, ...]:
     patterns = list(policy.initiators)
     for tenant in policy.tenants.tenants.values():
         patterns += tenant.initiators
-    # Names keep their spelling: LIO compares ACL names byte for byte.
-    exact = {p for p in patterns if not p.endswith("*")}
-    known = exact | set(policy.tenants.nodes)
+    # Lower case, as RFC 3722 normalises names and rtslib names ACLs.
+    exact = {p.lower() for p in patterns if not p.endswith("*")}
+    known = exact | {n.lower() for n in policy.tenants.nodes}
     out = set(exact)
     for p in patterns:
         if p.endswith("*"):
