@@ -87,10 +87,13 @@ def _any(patterns: Iterable[str], initiator: str) -> bool:
     return any(matches(p, initiator) for p in patterns)
 
 
-def allowed(policy: Policy, tenant: str | None, initiator: str) -> bool:
-    """May ``initiator`` read an image of ``tenant`` (None: untenanted)?"""
+def allowed(policy: Policy, tenant: str | None, initiator: str | None) -> bool:
+    """May ``initiator`` read an image of ``tenant`` (None: untenanted)? Without an
+    initiator name (an anonymous request): only in ``open`` mode."""
     if policy.mode is AccessMode.OPEN:
         return True
+    if not initiator:
+        return False
     tenants = policy.tenants.tenants
     in_tenant = any(_any(t.initiators, initiator) for t in tenants.values())
     if not policy.masking:
@@ -105,10 +108,6 @@ def visible(images: Iterable[DesiredImage], initiator: str | None,
             policy: Policy) -> tuple[DesiredImage, ...]:
     """The images ``initiator`` may read: what the catalog API lists for it. With no
     initiator name (an anonymous request) in ``acl`` mode: nothing."""
-    if policy.mode is AccessMode.OPEN:
-        return tuple(images)
-    if not initiator:
-        return ()
     return tuple(img for img in images if allowed(policy, img.tenant, initiator))
 
 

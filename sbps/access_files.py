@@ -173,8 +173,16 @@ class AccessSource:
         self.target = target
         self._seen: _Seen | None = None
         self._unknown: tuple[str, ...] = ()
+        #: The policy of the latest ``policy()`` call, for readers on the event loop (the
+        #: catalog API): replaced, never mutated, so it needs no lock and no file access.
+        #: Before the first pass it has no tenants, so it shows less, never more.
+        self.last: Policy = policy_from_config(target)
 
     def policy(self) -> Policy:
+        self.last = self._policy()
+        return self.last
+
+    def _policy(self) -> Policy:
         path = self.target.tenant_map_file
         if not path or self.target.access != "acl":
             return policy_from_config(self.target)

@@ -86,7 +86,7 @@ class Reconciler:
         self.lifecycle = Lifecycle(clock, cfg.reconcile.backoff_initial,
                                    cfg.reconcile.backoff_max)
         self.status = Status(iqn=iqn, backend=backend.name)
-        self._access = AccessSource(cfg.target)
+        self.access = AccessSource(cfg.target)
         self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="sbps-backend")
         self._io = ThreadPoolExecutor(8, thread_name_prefix="sbps-io")
         self._wake = asyncio.Event()
@@ -277,7 +277,7 @@ class Reconciler:
             claims.setdefault(c_digest, lun_id)
         # The access policy reads its files (tenant map, CHAP): an unusable one fails the
         # target part of the pass (ConfigError), never loosens or revokes access.
-        access, attributes = await self._on_io(self._access.current, desired)
+        access, attributes = await self._on_io(self.access.current, desired)
         base = PlanInput(desired=desired, target=target, cache_dir=self.cfg.stage.cache_dir,
                          staged=staged, claims=claims, candidates=candidates,
                          blocked=self.lifecycle.blocked() | frozenset(self._staging),

@@ -163,6 +163,7 @@ def test_access_source_rereads_on_change_and_keeps_the_last_good_map(
     path.write_text(f'[tenants.red]\ninitiators = ["{RED}", "{RED2}"]\n')
     os.utime(path, ns=(1, 1))  # a new stamp even within the clock's resolution
     assert [a.initiator for a in src.current(ALL)[0].acls] == [RED, RED2]
+    assert {i.name for i in visible(ALL, RED2, src.last)} == {"r", "s"}
     path.write_text("[[ half written")
     with caplog.at_level(logging.WARNING):
         assert [a.initiator for a in src.current(ALL)[0].acls] == [RED, RED2]
