@@ -4,6 +4,7 @@ Owns this worker's iSCSI target (``<iqn>``, TPG 1) and the fileio backstores sbp
 (backed under the cache directory, or adopted by name by the reconciler). Everything else on
 the target host is reported as foreign and never changed: a request to touch it raises
 BackendError. Every method blocks and must run on the one backend thread (one writer).
+Node ACLs, mapped LUNs and CHAP are handled in ``sbps.backends.lio_acl``.
 
 Must not: load kernel modules or mount anything (rtslib would; see lio_rtslib), read state
 from saveconfig.json, clear the target, or call rtslib's ``delete(save=True)``. The
