@@ -131,7 +131,7 @@ class Demo:
         creds.write_text(f"{ACCESS}:{SECRET}\n")
         creds.chmod(0o600)
         assert self.tgtd is not None
-        settings = {
+        settings: dict[str, dict[str, Any]] = {
             "node": {"hostname": HOST, "system_name": SYSTEM, "site_domain": DOMAIN},
             "catalog": {"api_gateway": self.ims, "ims_uri": "v3/images"},
             "s3": {"endpoint": self.s3, "bucket": BUCKET, "credential_file": str(creds)},
@@ -230,11 +230,8 @@ class Demo:
         self.say(f"Metrics:  {self.api}/metrics")
         self.say(f"Portal:   iscsi://127.0.0.1:{self.tgtd.port if self.tgtd else '?'}")
         self.say(f"Files:    {self.dir}\nServing; press Ctrl-C to stop and clean up.")
-        stop = signal.Signals.SIGINT
-        try:
-            signal.sigwait({stop, signal.SIGTERM})
-        except KeyboardInterrupt:
-            pass
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
     def close(self) -> None:
         if self.marshal is not None:

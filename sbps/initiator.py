@@ -92,7 +92,8 @@ class Session:
     """One logged-in session to one LUN, in this process. Use ``RemoteSession`` in tests."""
 
     def __init__(self, portal: str, target: str, lun: int, *, initiator: str = INITIATOR,
-                 user: str = "", secret: str = "", pdu_timeout: int = 5) -> None:
+                 user: str = "", secret: str = "", target_user: str = "",
+                 target_secret: str = "", pdu_timeout: int = 5) -> None:
         import iscsi  # cython-iscsi; imported here so the parent never loads libiscsi
 
         if not portal.startswith(LOOPBACK + ":"):
@@ -105,6 +106,10 @@ class Session:
         self._lib.iscsi_set_noautoreconnect(ctx, 1)
         if user:
             self._lib.iscsi_set_initiator_username_pwd(ctx, user.encode(), secret.encode())
+        if target_user:
+            # Mutual CHAP: the initiator checks the target's answer too.
+            self._lib.iscsi_set_target_username_pwd(ctx, target_user.encode(),
+                                                    target_secret.encode())
         self._ctx.set_targetname(target)
         self._ctx.set_session_type(iscsi.iscsi_session_type.ISCSI_SESSION_NORMAL)
         self._ctx.set_header_digest(iscsi.iscsi_header_digest.ISCSI_HEADER_DIGEST_NONE)

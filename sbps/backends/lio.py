@@ -4,6 +4,7 @@ Owns this worker's iSCSI target (``<iqn>``, TPG 1) and the fileio backstores sbp
 (backed under the cache directory, or adopted by name by the reconciler). Everything else on
 the target host is reported as foreign and never changed: a request to touch it raises
 BackendError. Every method blocks and must run on the one backend thread (one writer).
+Node ACLs, mapped LUNs and CHAP are handled in ``sbps.backends.lio_acl``.
 
 Must not: load kernel modules or mount anything (rtslib would; see lio_rtslib), read state
 from saveconfig.json, clear the target, or call rtslib's ``delete(save=True)``. The
@@ -18,6 +19,7 @@ import os
 from typing import Any
 
 from sbps.backends import lio_read as rd
+from sbps.backends.lio_acl import apply_acl_action, read_acls, read_chap
 from sbps.backends.lio_rtslib import (
     forget_backstore_indexes,
     point_rtslib_at,
@@ -29,19 +31,25 @@ from sbps.backends.lio_rtslib import (
 from sbps.config import TargetConfig
 from sbps.errors import BackendError
 from sbps.model import (
+    NO_CHAP,
     Action,
+    CreateAcl,
     CreateLun,
     CreateStorageObject,
     CreateTarget,
+    DeleteAcl,
     DeleteLun,
     DeleteStorageObject,
     Lun,
     LunStats,
+    MapLun,
+    SetAuth,
     SetPortals,
     SetTpgAttributes,
     SetTpgEnabled,
     StorageObject,
     TargetState,
+    UnmapLun,
 )
 
 log = logging.getLogger(__name__)
@@ -107,7 +115,9 @@ class LioBackend:
                 portals=rd.portals(tpg) if tpg is not None else frozenset(),
                 storage_objects=tuple(sorted(stores, key=lambda s: s.name)), luns=luns,
                 attributes=rd.attributes(tpg) if tpg is not None else (),
-                foreign=tuple(sorted(foreign)))
+                foreign=tuple(sorted(foreign)),
+                acls=read_acls(tpg) if tpg is not None else (),
+                chap=read_chap(tpg.path) if tpg is not None else NO_CHAP)
 
     def stats(self) -> dict[int, LunStats]:
         _, tree = self._scan("stats")
@@ -182,6 +192,10 @@ class LioBackend:
         with translated("set tpg enable", self.iqn):
             if bool(tpg.enable) != action.enabled:
                 tpg.enable = action.enabled
+
+    def _acl(self, action: CreateAcl | DeleteAcl | MapLun | UnmapLun | SetAuth) -> None:
+        _, _, tpg = self._our_tpg(action.kind)
+        apply_acl_action(tpg, self.iqn, action)
 
     def _create_storage(self, action: CreateStorageObject) -> None:
         so = action.storage
@@ -288,6 +302,11 @@ _HANDLERS: dict[type, Any] = {
     CreateLun: LioBackend._create_lun,
     DeleteLun: LioBackend._delete_lun,
     DeleteStorageObject: LioBackend._delete_storage,
+    CreateAcl: LioBackend._acl,
+    DeleteAcl: LioBackend._acl,
+    MapLun: LioBackend._acl,
+    UnmapLun: LioBackend._acl,
+    SetAuth: LioBackend._acl,
 }
 
 __all__ = ["LioBackend"]
