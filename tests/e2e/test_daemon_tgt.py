@@ -9,6 +9,8 @@ daemon. Images are real squashfs files uploaded the way IMS lays them out.
 from __future__ import annotations
 
 import hashlib
+import shlex
+import shutil
 import struct
 import subprocess
 import threading
@@ -32,7 +34,7 @@ from tests.fixtures.iscsi import (
 )
 from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.servers import IMSServer
-from tests.fixtures.tgt import Tgtd
+from tests.fixtures.tgt import Tgtd, start_tgtd, stop_tgtd
 
 # Generous bounds for one initiator call on a shared 2-core machine; they only stop a hung
 # call from hanging the test, they measure nothing.
@@ -170,7 +172,7 @@ def tgt_worker(make_worker: Callable[..., Worker], ims: IMSServer, tgtd: Tgtd,
 
 
 def test_a_node_reads_the_labelled_image_bit_for_bit(
-        make_worker: Callable[..., Worker], ims_server: IMSServer, tgtd: Tgtd,
+        tgtd: Tgtd, make_worker: Callable[..., Worker], ims_server: IMSServer,
         upload_ims_image: Callable[..., UploadedImage], s3_client: Any,
         tmp_path: Path) -> None:
     up = upload_ims_image("compute", label=True)
@@ -201,7 +203,7 @@ def test_a_node_reads_the_labelled_image_bit_for_bit(
 
 
 def test_a_multipart_upload_reads_back_identical(
-        make_worker: Callable[..., Worker], ims_server: IMSServer, tgtd: Tgtd,
+        tgtd: Tgtd, make_worker: Callable[..., Worker], ims_server: IMSServer,
         upload_ims_image: Callable[..., UploadedImage], tmp_path: Path) -> None:
     up = upload_ims_image("multipart", label=True, multipart=True)
     assert up.rootfs_parts >= 2 and up.rootfs_etag.endswith(f"-{up.rootfs_parts}")
@@ -216,7 +218,7 @@ def test_a_multipart_upload_reads_back_identical(
 
 
 def test_new_content_is_a_new_lun_and_the_old_one_serves_until_idle(
-        make_worker: Callable[..., Worker], ims_server: IMSServer, tgtd: Tgtd,
+        tgtd: Tgtd, make_worker: Callable[..., Worker], ims_server: IMSServer,
         upload_ims_image: Callable[..., UploadedImage],
         squashfs_image: Callable[..., BuiltImage], sbps_s3: S3, s3_bucket: str,
         tmp_path: Path) -> None:
@@ -260,7 +262,7 @@ def test_new_content_is_a_new_lun_and_the_old_one_serves_until_idle(
 
 
 def test_unlabel_keeps_the_lun_while_reads_continue(
-        make_worker: Callable[..., Worker], ims_server: IMSServer, tgtd: Tgtd,
+        tgtd: Tgtd, make_worker: Callable[..., Worker], ims_server: IMSServer,
         upload_ims_image: Callable[..., UploadedImage]) -> None:
     up = upload_ims_image("compute", label=True)
     # Another labelled image keeps the catalog from coming back empty (which the daemon
@@ -288,7 +290,7 @@ def test_unlabel_keeps_the_lun_while_reads_continue(
 
 
 def test_a_second_image_does_not_move_the_first(
-        make_worker: Callable[..., Worker], ims_server: IMSServer, tgtd: Tgtd,
+        tgtd: Tgtd, make_worker: Callable[..., Worker], ims_server: IMSServer,
         upload_ims_image: Callable[..., UploadedImage]) -> None:
     first = upload_ims_image("first", label=True)
     second = upload_ims_image("second", label=False)
@@ -304,12 +306,85 @@ def test_a_second_image_does_not_move_the_first(
         # The node that booted before the change still reads its image at the same LUN.
         assert booted.call("serial") == serial_of(first)
         assert node_read(booted, 0, 1, 512)[:4] == b"hsqs"
-    assert w.stop() == 0
-    # A restarted worker keeps both ids.
+    w.kill()
+    # Restarted over a converged target (through a tgtadm that records each call), the
+    # worker keeps both ids and writes nothing.
+    calls = w.root / "tgtadm-calls"
+    w.settings["target"]["tgtadm"] = str(recording_tgtadm(w.root / "tgtadm", calls))
     w.start()
     start = len(w.log())
     wait_until("two passes after restart", lambda: "pass 2 finished" in w.log()[start:],
                worker=w, timeout=60)
     assert tgt_lun_of(w, serial_of(first)) == first_lun
     assert tgt_lun_of(w, serial_of(second)) == second_lun
+    ops = [line.split()[line.split().index("--op") + 1] for line in
+           calls.read_text().splitlines()]
+    assert ops and set(ops) <= {"show", "stat"}, ops
     assert w.stop() == 0
+
+
+def recording_tgtadm(path: Path, calls: Path) -> Path:
+    """A ``tgtadm`` that appends its arguments to ``calls``, then runs the real one."""
+    real = shutil.which("tgtadm") or "/usr/sbin/tgtadm"
+    path.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(calls))}\n'
+                    f'exec {shlex.quote(real)} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_a_restarted_tgtd_is_rebuilt_with_the_same_ids(
+        tgtd: Tgtd, make_worker: Callable[..., Worker], ims_server: IMSServer,
+        upload_ims_image: Callable[..., UploadedImage],
+        tmp_path: Path) -> None:
+    """tgtd keeps no configuration: after an operator restarts it, the running worker
+    rebuilds its target from the verified cache, at the same LUN ids, on its own."""
+    ups = [upload_ims_image(f"img{i}", label=True) for i in range(2)]
+    w = tgt_worker(make_worker, ims_server, tgtd)
+    w.start()
+    before = {serial_of(up): exported(w, up) for up in ups}
+    # The operator's clean stop (tgtd ignores SIGTERM); the fixture still reaps the process.
+    start = len(w.log())
+    shut_down(tgtd)
+    # A pass fails while tgtd is away; the marshal carries on.
+    wait_until("a pass to fail on the missing tgtd",
+               lambda: "reading or changing the target failed" in w.log()[start:], worker=w)
+    assert w.proc is not None and w.proc.poll() is None
+    restarted, _ = start_tgtd(tmp_path / "tgtd-restarted.log", control=tgtd.control_port,
+                              port=tgtd.port)
+    try:
+        for up in ups:
+            assert exported(w, up) == before[serial_of(up)]
+        assert client_luns(w) == {lun: serial for serial, lun in before.items()}
+        lun = before[serial_of(ups[0])]
+        digest, _, _ = read_back(w, lun, tmp_path, "after-restart")
+        assert digest == sha256_file(ups[0].path)
+        assert w.proc.poll() is None, "a tgtd restart must not stop the marshal"
+        assert w.stop() == 0
+    finally:
+        stop_tgtd(restarted, tgtd.control_port)
+
+
+def shut_down(tgtd: Tgtd) -> None:
+    """Stop tgtd as an operator does: delete every target (forced), then ask tgtd to exit,
+    which it refuses while a target exists. The running marshal may re-create its target
+    in between, so repeat until tgtd agrees; then wait until it has exited."""
+
+    def delete_all() -> bool:
+        for target in tgtd.tgtadm.show():
+            tgtd.admin("--mode", "target", "--op", "delete", "--force", "--tid",
+                       str(target.tid))
+        done = subprocess.run(["tgtadm", "-C", str(tgtd.control_port), "--mode", "system",
+                               "--op", "delete"], capture_output=True, text=True, timeout=15,
+                              check=False)
+        return done.returncode == 0
+
+    wait_until("tgtd to accept the system delete", delete_all, timeout=30)
+    wait_until("tgtd to exit", lambda: _gone(tgtd.pid), timeout=30)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        # The fixture's Popen reaps it later; until then an exited tgtd is a zombie.
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
