@@ -3,7 +3,8 @@
 moto S3, the dev IMS server, tgtd on 127.0.0.1 and ``sbps-marshal`` with a config file; the
 client is libiscsi (``tests.fixtures.iscsi``, helpers in ``tgt_client``), on the loopback
 portal only, every call bounded by a timeout. The target is also read straight from tgtd with
-``tgtadm``, never through the daemon. Images are real squashfs files uploaded the way IMS lays them out.
+``tgtadm``, never through the daemon. Images are real squashfs files uploaded the way IMS
+lays them out.
 """
 
 from __future__ import annotations
