@@ -242,6 +242,19 @@ def scenario_batch(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     return {"failed": failed}
 
 
+def scenario_leftovers(env: Env, args: dict[str, Any]) -> dict[str, Any]:
+    """What a create killed at the worst moments leaves: an HBA with no object, an object
+    never configured, a LUN with no link. The next pass finishes the job."""
+    from sbps.model import CreateTarget
+
+    env.backend().apply(CreateTarget(IQN, reason="test"))
+    target = os.path.join(env.mount, "target")
+    os.makedirs(os.path.join(target, "core", "fileio_0"))
+    os.makedirs(os.path.join(target, "core", "fileio_1", image(1).identity.name))
+    os.makedirs(os.path.join(target, "iscsi", IQN, "tpgt_1", "lun", "lun_2"))
+    return converge(env, {1: 1, 2: 2})
+
+
 def scenario_read(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     backend = env.backend()
     ctl = env.ctl()
@@ -252,7 +265,7 @@ def scenario_read(env: Env, args: dict[str, Any]) -> dict[str, Any]:
 
 SCENARIOS: dict[str, Callable[[Env, dict[str, Any]], dict[str, Any]]] = {
     "converge": scenario_converge, "foreign": scenario_foreign, "eio": scenario_eio,
-    "batch": scenario_batch, "read": scenario_read,
+    "batch": scenario_batch, "read": scenario_read, "leftovers": scenario_leftovers,
 }
 
 

@@ -223,6 +223,15 @@ def test_killed_mid_batch_converges_on_the_next_run(runner: Runner) -> None:
                                        for n in range(1, count + 1)]
 
 
+def test_half_made_objects_are_finished(runner: Runner) -> None:
+    result = runner.run("leftovers")
+    assert all(r["failed"] == {} for r in result["rounds"])
+    assert result["second_pass_writes"] == 0
+    assert result["state"]["luns"] == [[1, sc.image(1).identity.name],
+                                       [2, sc.image(2).identity.name]]
+    assert result["state"]["foreign"] == []
+
+
 @pytest.mark.skipif(not (Path("/usr/bin/targetcli").exists() and shutil.which("unshare")
                          and shutil.which("dbus-daemon")),
                     reason="needs Debian targetcli-fb, unshare and dbus-daemon")
