@@ -208,6 +208,10 @@ def scenario_foreign(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     result["retire_actions"] = [a.kind for a in actions]
     result["retire_failed"] = run(backend, actions)
     result["retired"] = state_json(backend.read())
+    with open(env.saveconfig) as f, open(env.saveconfig + ".bak") as g:
+        saved, previous = json.load(f), json.load(g)
+    result["saved_names"] = sorted(so["name"] for so in saved["storage_objects"])
+    result["backup_names"] = sorted(so["name"] for so in previous["storage_objects"])
     return result
 
 

@@ -181,6 +181,10 @@ def test_foreign_objects_survive_and_are_refused(runner: Runner) -> None:
                                                  17: sc.image(1).identity.name}
     assert {so["name"] for so in retired["storage_objects"]} == {
         "fieldagent01", sc.image(1).identity.name}
+    # saveconfig.json holds the whole target (foreign objects too); the previous one is kept.
+    assert result["saved_names"] == sorted(["fieldagent01", sc.image(1).identity.name])
+    assert result["backup_names"] == sorted(["fieldagent01", sc.image(1).identity.name,
+                                             sc.image(3).identity.name])
 
 
 def test_injected_eio_fails_only_that_action(runner: Runner) -> None:
