@@ -211,7 +211,7 @@ class LioBackend:
                 tpg.enable = action.enabled
 
     def _acl(self, action: CreateAcl | DeleteAcl | MapLun | UnmapLun | SetAuth) -> None:
-        _, _, tpg = self._our_tpg(action.kind)
+        tpg = self._our_tpg(action.kind)
         apply_acl_action(tpg, self.iqn, action)
 
     def _create_storage(self, action: CreateStorageObject) -> None:
