@@ -23,6 +23,7 @@ from sbps.build.rootview import RootView
 
 RPM_DIRS = ("usr/lib/sysimage/rpm", "var/lib/rpm")
 RPM_FILES = {"rpmdb.sqlite": "sqlite", "Packages.db": "ndb", "Packages": "bdb"}
+_BACKENDS = {"rpmdb.sqlite": "sqlite", "Packages.db": "ndb", "Packages": "bdb_ro"}
 
 
 @dataclass(frozen=True)
@@ -50,27 +51,34 @@ def parse_dpkg_status(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _rpm_query(dbpath: Path) -> tuple[frozenset[str] | None, str]:
+def _rpm_query(dbpath: Path, backend: str) -> tuple[frozenset[str] | None, str]:
     rpm = shutil.which("rpm")
     if rpm is None:
         return None, "the rpm program is not installed (apt-get install rpm)"
+    # The backend is named: left to its default, rpm would create an empty sqlite
+    # database next to an ndb or bdb one and answer "no packages".
     try:
-        proc = subprocess.run([rpm, "--dbpath", str(dbpath), "-qa", "--qf", "%{NAME}\\n"],
+        proc = subprocess.run([rpm, "--define", f"_db_backend {backend}", "--dbpath",
+                               str(dbpath), "-qa", "--qf", "%{NAME}\\n"],
                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"rpm failed: {exc}"
     names = frozenset(n.strip() for n in proc.stdout.splitlines() if n.strip())
-    if proc.returncode != 0 or (not names and proc.stderr.strip()):
-        return None, f"rpm -qa: {(proc.stderr.strip().splitlines() or ['exit status'])[-1]}"
+    if proc.returncode != 0 or not names:
+        last = (proc.stderr.strip().splitlines() or ["no packages read"])[-1]
+        return None, f"rpm -qa ({backend}): {last}"
     return names, ""
 
 
-def _sqlite_names(path: Path) -> frozenset[str]:
-    # immutable=1: never write (no journal, no lock files) inside the inspected tree.
-    uri = f"file:{path}?mode=ro&immutable=1"
-    with sqlite3.connect(uri, uri=True) as conn:
+def sqlite_names(path: Path) -> frozenset[str]:
+    """Package names from the ``Name`` index of an rpm sqlite database. Opened read-write
+    (a copy, see ``read_rpm``) so a pending ``-wal`` file is read too."""
+    conn = sqlite3.connect(path)
+    try:
         rows = conn.execute("SELECT DISTINCT key FROM Name").fetchall()
+    finally:
+        conn.close()
     return frozenset(str(r[0]) for r in rows if r[0])
 
 
@@ -86,12 +94,12 @@ def read_rpm(dbdir: Path, filename: str, shown: str) -> PackageDb:
 
 
 def _read_rpm_copy(dbdir: Path, filename: str, kind: str, shown: str) -> PackageDb:
-    names, error = _rpm_query(dbdir)
+    names, error = _rpm_query(dbdir, _BACKENDS[filename])
     if names is not None:
         return PackageDb(kind, shown, names, reader="rpm --dbpath")
     if filename == "rpmdb.sqlite":
         try:
-            return PackageDb(kind, shown, _sqlite_names(dbdir / filename), reader="sqlite3")
+            return PackageDb(kind, shown, sqlite_names(dbdir / filename), reader="sqlite3")
         except sqlite3.Error as exc:
             error = f"{error}; sqlite3: {exc}"
     return PackageDb(kind, shown, error=error)

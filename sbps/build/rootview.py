@@ -149,8 +149,8 @@ def parse_listing(text: str, prefix: str = "R") -> dict[str, tuple[str, str]]:
         target = ""
         if fields[0][0] == "l" and " -> " in path:
             path, target = path.split(" -> ", 1)
-        if path != prefix and not path.startswith(prefix + "/"):
-            continue
+        if not path.startswith(prefix + "/"):
+            continue  # the root itself, or not ours
         out[path[len(prefix) + 1:]] = (_KINDS.get(fields[0][0], "other"), target)
     return out
 
