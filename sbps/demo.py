@@ -124,7 +124,8 @@ class Demo:
             self.records = self.wait("SRV and A records", self._records)
         self._show()
         with self.stage("reading the whole LUN with a real iSCSI initiator"):
-            self._read_back()
+            summary = self._read_back()
+        self.say(f"     {summary}")
 
     def _write_config(self, knot: devstack.Knot) -> Path:
         creds = self.dir / "s3-credentials"
@@ -161,7 +162,8 @@ class Demo:
         (tree / "usr/bin").mkdir(parents=True)
         (tree / "usr/bin/hello").write_text("#!/bin/sh\necho hello from sbps\n")
         (tree / "usr/bin/hello").chmod(0o755)
-        r = self._sbpsctl("image", "build", str(tree), "--name", "sbps-demo", "--json")
+        r = self._sbpsctl("image", "build", str(tree), "--name", "sbps-demo", "--json",
+                          "--boot-params", "console=ttyS0,115200 rd.retry=10")
         return dict(json.loads(r))
 
     def _sbpsctl(self, *args: str) -> str:
@@ -208,7 +210,7 @@ class Demo:
             self.say(f"  {name}: {', '.join(rdata)}")
         self.say("")
 
-    def _read_back(self) -> None:
+    def _read_back(self) -> str:
         assert self.tgtd is not None
         target = self._get("/v1/target")["iqn"]
         session = RemoteSession(f"127.0.0.1:{self.tgtd.port}", target, self.entry["lun_id"],
@@ -223,15 +225,21 @@ class Demo:
         if serial != self.entry["serial"] or digest != expected:
             raise DemoFailed(f"the LUN read back differs: serial {serial}, sha256 {digest}, "
                              f"expected {self.entry['serial']} and {expected}")
-        self.say(f" serial {serial}, {size} bytes, sha256 {digest[:16]}... equal to S3;")
+        return f"serial {serial}, {size} bytes, sha256 {digest[:16]}...: equal to S3"
 
     def _serve(self) -> None:
         self.say(f"API:      {self.api}/v1/images")
         self.say(f"Metrics:  {self.api}/metrics")
         self.say(f"Portal:   iscsi://127.0.0.1:{self.tgtd.port if self.tgtd else '?'}")
         self.say(f"Files:    {self.dir}\nServing; press Ctrl-C to stop and clean up.")
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        wanted = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+        try:
+            got = signal.sigwait(wanted)
+            self.say(f"\n{signal.Signals(got).name}: stopping every process and removing "
+                     f"{self.dir}")
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, wanted)
 
     def close(self) -> None:
         if self.marshal is not None:
