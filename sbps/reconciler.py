@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from sbps.access import OPEN_ATTRIBUTES
@@ -28,14 +28,13 @@ from sbps.apply import Report, apply
 from sbps.backends import TargetBackend
 from sbps.config import Config
 from sbps.errors import InputError, SbpsError
-from sbps.lifecycle import ImageStatus, Lifecycle
+from sbps.lifecycle import Lifecycle
 from sbps.model import (
     Action,
     ClaimLun,
     DesiredImage,
     ImageKind,
     LunStats,
-    Note,
     Plan,
     Portal,
     Problem,
@@ -45,37 +44,13 @@ from sbps.model import (
 from sbps.plan import PlanInput, plan, retiring
 from sbps.ports import Catalog, CatalogResult, CatalogView, Claims, Gate, Registrar, Stager
 from sbps.serving import Serving
+from sbps.status import Status
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: The field's access (generated ACLs, write-protected, no CHAP); the policy's default.
 OPEN_ACCESS_ATTRIBUTES = OPEN_ATTRIBUTES
-
-
-@dataclass(frozen=True)
-class Status:
-    """The snapshot every reader (HTTP, metrics, sbpsctl) sees; replaced, never mutated."""
-
-    iqn: str
-    backend: str
-    passes: int = 0
-    last_pass_at: float | None = None
-    last_pass_seconds: float = 0.0
-    last_success_at: float | None = None
-    ready: bool = False
-    gate_open: bool = False
-    serving: bool = False
-    dns_registered: bool = False
-    degraded: tuple[str, ...] = ()
-    images: tuple[ImageStatus, ...] = ()
-    problems: tuple[Problem, ...] = ()
-    notes: tuple[Note, ...] = ()
-    target: TargetState | None = None
-    stats: dict[int, LunStats] = field(default_factory=dict)
-    last_report: Report = field(default_factory=Report)
-    last_plan: Plan = field(default_factory=Plan)
-    errors: tuple[str, ...] = ()
 
 
 class Reconciler:

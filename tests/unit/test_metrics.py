@@ -11,7 +11,7 @@ from sbps.apply import Report, Result
 from sbps.lifecycle import ImageStatus
 from sbps.metrics import CacheStats, SbpsCollector, StagingStats
 from sbps.model import CreateLun, ImageState, Lun, Problem
-from sbps.reconciler import Status
+from sbps.status import Status
 from tests.fixtures.http_api import make_status, rootfs
 
 A, B = rootfs("aaaa-1"), rootfs("bbbb-2")
