@@ -35,12 +35,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (Debian packages rpm, cpio)")
     top = tmp_path_factory.mktemp("rpmbuild")
+    before = sorted(p.name for p in ROOT.iterdir())
     result = run("bash", ROOT / "contrib/rpm/build.sh", "--python", sys.executable,
                  "--topdir", top, timeout=280)
     assert result.returncode == 0, result.stderr[-4000:]
     rpm = Path(result.stdout.strip().splitlines()[-1])
     assert rpm.is_file() and rpm.parent.parent.parent == top
-    assert not (ROOT / "build").exists() and not list(ROOT.glob("*.egg-info"))
+    # built from a copy: nothing (build/, *.egg-info) appears in the checkout
+    assert sorted(p.name for p in ROOT.iterdir()) == before
     return rpm, top
 
 
