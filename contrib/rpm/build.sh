@@ -63,7 +63,7 @@ cp "$repo/contrib/prometheus/sbps-alerts.yml" "$stage/$name/contrib/prometheus/"
 tar -czf "$topdir/SOURCES/$name.tar.gz" -C "$stage" "$name"
 cp "$here/sbps.spec" "$topdir/SPECS/"
 
-rpmbuild -bb --quiet \
+rpmbuild -bb --quiet --clean \
     --define "_topdir $topdir" \
     --define "sbps_version $version" \
     --define "sbps_release $release" \
