@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from sbps.access import OPEN_ATTRIBUTES
+from sbps.access_files import AccessSource
 from sbps.adoption import Adoption
 from sbps.apply import Report, apply
 from sbps.backends import TargetBackend
@@ -47,8 +49,8 @@ from sbps.serving import Serving
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-OPEN_ACCESS_ATTRIBUTES = (("generate_node_acls", "1"), ("demo_mode_write_protect", "1"),
-                          ("cache_dynamic_acls", "1"), ("authentication", "0"))
+#: The field's access (generated ACLs, write-protected, no CHAP); the policy's default.
+OPEN_ACCESS_ATTRIBUTES = OPEN_ATTRIBUTES
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Reconciler:
         self.lifecycle = Lifecycle(clock, cfg.reconcile.backoff_initial,
                                    cfg.reconcile.backoff_max)
         self.status = Status(iqn=iqn, backend=backend.name)
+        self.access = AccessSource(cfg.target)
         self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="sbps-backend")
         self._io = ThreadPoolExecutor(8, thread_name_prefix="sbps-io")
         self._wake = asyncio.Event()
@@ -293,13 +296,16 @@ class Reconciler:
             claims.setdefault(c_digest, lun_id)
         adopted, switch = self.adoption.update(desired, target, stats)
         await self._on_backend(self.backend.adopt, adopted)
+        # The access policy reads its files (tenant map, CHAP): an unusable one fails the
+        # target part of the pass (ConfigError), never loosens or revokes access.
+        access, attributes = await self._on_io(self.access.current, desired)
         base = PlanInput(desired=desired, target=target, cache_dir=self.cfg.stage.cache_dir,
                          staged=staged, claims=claims, candidates=candidates,
                          adopted=adopted, switch_backing=switch,
                          replace=frozenset(self._replace),
                          blocked=self.lifecycle.blocked() | frozenset(self._staging),
-                         serve=serve, portals=self._portals,
-                         attributes=OPEN_ACCESS_ATTRIBUTES)
+                         serve=serve, portals=self._portals, attributes=attributes,
+                         access=access)
         due = self.lifecycle.retire_due(retiring(base), target, stats,
                                         self.cfg.reconcile.retire_grace,
                                         self.cfg.reconcile.retire_max_wait)

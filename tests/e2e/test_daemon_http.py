@@ -68,3 +68,24 @@ def test_api_catalog_metrics_and_admin(make_worker: Callable[..., Worker],
     assert SECRET_KEY.encode() not in cfg_body and token.encode() not in cfg_body
     assert get(f"{url}/readyz")[0] == 200
     assert w.stop() == 0
+
+
+def test_luns_verify_checks_the_live_target(make_worker: Callable[..., Worker],
+                                            ims_server: IMSServer,
+                                            upload_ims_image: Callable[..., Any]) -> None:
+    import subprocess
+    import sys
+
+    for name in ("a", "b"):
+        upload_ims_image(name, label=True)
+    w = make_worker("ncn-w001", ims_server)
+    w.start()
+    url = api(w)
+    wait_until("two exports", lambda: len(w.luns()) == 2, worker=w)
+    r = subprocess.run([sys.executable, "-c", "from sbps.cli import run; run()", "--config",
+                        str(w.config_path), "luns", "verify", "--url", url, "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["exported_source"] == "target" and doc["exported"] == 2 and not doc["problems"]
+    assert w.stop() == 0

@@ -208,6 +208,10 @@ def scenario_foreign(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     result["retire_actions"] = [a.kind for a in actions]
     result["retire_failed"] = run(backend, actions)
     result["retired"] = state_json(backend.read())
+    with open(env.saveconfig) as f, open(env.saveconfig + ".bak") as g:
+        saved, previous = json.load(f), json.load(g)
+    result["saved_names"] = sorted(so["name"] for so in saved["storage_objects"])
+    result["backup_names"] = sorted(so["name"] for so in previous["storage_objects"])
     return result
 
 
@@ -242,6 +246,19 @@ def scenario_batch(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     return {"failed": failed}
 
 
+def scenario_leftovers(env: Env, args: dict[str, Any]) -> dict[str, Any]:
+    """What a create killed at the worst moments leaves: an HBA with no object, an object
+    never configured, a LUN with no link. The next pass finishes the job."""
+    from sbps.model import CreateTarget
+
+    env.backend().apply(CreateTarget(IQN, reason="test"))
+    target = os.path.join(env.mount, "target")
+    os.makedirs(os.path.join(target, "core", "fileio_0"))
+    os.makedirs(os.path.join(target, "core", "fileio_1", image(1).identity.name))
+    os.makedirs(os.path.join(target, "iscsi", IQN, "tpgt_1", "lun", "lun_2"))
+    return converge(env, {1: 1, 2: 2})
+
+
 def scenario_read(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     backend = env.backend()
     ctl = env.ctl()
@@ -252,7 +269,7 @@ def scenario_read(env: Env, args: dict[str, Any]) -> dict[str, Any]:
 
 SCENARIOS: dict[str, Callable[[Env, dict[str, Any]], dict[str, Any]]] = {
     "converge": scenario_converge, "foreign": scenario_foreign, "eio": scenario_eio,
-    "batch": scenario_batch, "read": scenario_read,
+    "batch": scenario_batch, "read": scenario_read, "leftovers": scenario_leftovers,
 }
 
 
