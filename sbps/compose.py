@@ -144,7 +144,8 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
     r = c.reconciler
     collector = SbpsCollector(lambda: r.status, version=__version__,
                               staging=lambda: _staging_stats(c.stager),
-                              cache=lambda: _cache_stats(c.stager))
+                              cache=lambda: _cache_stats(c.stager),
+                              sessions=lambda: {r.iqn: len(r.status.sessions)})
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
     source = StatusSource(lambda: r.status, listeners=[collector.observe])

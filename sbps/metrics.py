@@ -147,6 +147,7 @@ class SbpsCollector(Collector):
             yield from self._totals()
             rates = self._rates()
         yield from self._field(status, rates)
+        yield from self._identity(status)
         yield from self._state(status)
         yield from self._optional()
 
@@ -219,6 +220,30 @@ class SbpsCollector(Collector):
                                 value=kinds[ImageKind.ROOTFS])
         yield GaugeMetricFamily("iscsi_pe_lun_cnt", "Exported LUNs of PE images.",
                                 value=kinds[ImageKind.PE])
+
+    def _identity(self, status: Status) -> Iterator[Metric]:
+        """What this worker exports at which id, so rules can compare workers (peers
+        disagree) without the workers talking to each other; and what plan() refused."""
+        info = GaugeMetricFamily("sbps_lun_info", "One series per LUN of an sbps image on "
+                                 "this worker's target (always 1).",
+                                 labels=["lun", "key", "serial", "kind", "ims_id"])
+        ours = {s.name: s.image for s in status.images}
+        target = status.target
+        serials = {so.name: so.serial for so in target.storage_objects} if target else {}
+        for lun in sorted(target.luns, key=lambda lun: lun.index) if target else []:
+            if lun.storage_object not in ours:
+                continue  # foreign LUNs are not ours to compare
+            img = ours[lun.storage_object]
+            info.add_metric([str(lun.index), lun.storage_object,
+                             serials.get(lun.storage_object, ""),
+                             img.kind.value if img else "", (img.ims_id or "") if img else ""],
+                            1)
+        yield info
+        notes = GaugeMetricFamily("sbps_plan_notes", "What the last plan noticed and left "
+                                  "alone, by code.", labels=["code"])
+        for code, n in sorted(Counter(n.code for n in status.notes).items()):
+            notes.add_metric([code], n)
+        yield notes
 
     def _state(self, status: Status) -> Iterator[Metric]:
         images = GaugeMetricFamily("sbps_images", "Image versions by lifecycle state.",

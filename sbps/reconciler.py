@@ -138,6 +138,7 @@ class Reconciler:
         desired = self._desired = await self._pe_guard(self._desired_from(view))
         serve = await self.serving.decide(errors)
         target = stats = None
+        sessions: tuple[str, ...] = ()
         report = Report()
         last_plan = Plan()
         try:
@@ -151,6 +152,7 @@ class Reconciler:
                     break
             if report.target_writes or target is None:
                 target = await self._on_backend(self.backend.read)
+            sessions = await self._on_backend(self.backend.sessions)
             ret = retiring(replace(inp, target=target))
             self.lifecycle.observe(desired, target, inp.staged, inp.claims, ret)
             exported = {lun.storage_object for lun in target.luns}
@@ -168,7 +170,8 @@ class Reconciler:
             serving=serve, dns_registered=dns_ok, degraded=view.degraded,
             images=self.lifecycle.status(), problems=view.problems + self._pe_problems,
             notes=last_plan.notes, target=target,
-            stats=stats or {}, last_report=report, last_plan=last_plan, errors=tuple(errors))
+            stats=stats or {}, last_report=report, last_plan=last_plan, errors=tuple(errors),
+            sessions=sessions)
         level = logging.INFO if report.results or errors else logging.DEBUG
         log.log(level, "pass %d finished in %.3f s: %d actions, %d failed%s",
                 self.status.passes, self.status.last_pass_seconds, len(report.results),

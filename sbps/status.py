@@ -37,3 +37,5 @@ class Status:
     last_report: Report = field(default_factory=Report)
     last_plan: Plan = field(default_factory=Plan)
     errors: tuple[str, ...] = ()
+    sessions: tuple[str, ...] = ()
+    """Initiators logged in to this worker's target at the end of the pass."""

@@ -62,6 +62,10 @@ def test_api_catalog_metrics_and_admin(make_worker: Callable[..., Worker],
     line = next(x for x in metrics.splitlines()
                 if x.startswith("iscsi_read_mbytes{") and f'lun="{lun}"' in x)
     assert float(line.split()[-1]) >= 5
+    w.emulation.control.add_session(w.iqn, "iqn.2026-01.test:node7")
+    get(f"{url}/v1/reconcile?wait=1", token=token, method="POST")
+    metrics = get(f"{url}/metrics")[1].decode()
+    assert f'sbps_sessions{{target="{w.iqn}"}} 1.0' in metrics, metrics[-3000:]
     assert get(f"{url}/debug/config")[0] == 401
     cfg_status, cfg_body = get(f"{url}/debug/config", token=token)
     assert cfg_status == 200
