@@ -103,9 +103,13 @@ def _add_check(actions: Any) -> None:
 
 
 def _add_label(actions: Any) -> None:
-    p = actions.add_parser("label", help="set (or --remove) the SBPS label of an IMS image")
+    p = actions.add_parser("label", help="set (or --remove) the SBPS label of an IMS image, "
+                           "or another metadata label such as its tenant")
     p.add_argument("image_id", metavar="ID")
-    p.add_argument("--remove", action="store_true", help="remove the label")
+    p.add_argument("label", metavar="KEY=VALUE", nargs="?", help="a metadata label to set "
+                   "(e.g. sbps-tenant=red); default: catalog.label_key=true")
+    p.add_argument("--remove", action="store_true", help="remove the label (give KEY or "
+                   "KEY=VALUE to remove another label)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_label)
 
@@ -204,11 +208,16 @@ def _path_like(target: str) -> bool:
 
 def _label(args: argparse.Namespace) -> int:
     cfg: Config = load(args.config).config
-    key = cfg.catalog.label_key
+    key, value = cfg.catalog.label_key, "true"
+    if args.label:
+        key, sep, value = args.label.partition("=")
+        if not key or (not sep and not args.remove) or (sep and not value):
+            raise InputError(args.image_id, "KEY=VALUE", f"{args.label!r}: expected a "
+                             "non-empty key and value, such as sbps-tenant=red")
 
     async def run() -> Any:
         async with ImsClient(cfg.catalog, make_auth(cfg.catalog)) as ims:
-            return await ims.patch_label(args.image_id, key, None if args.remove else "true")
+            return await ims.patch_label(args.image_id, key, None if args.remove else value)
 
     try:
         record = asyncio.run(run())
@@ -217,5 +226,6 @@ def _label(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record, indent=1))
     else:
-        print(f"image {args.image_id}: label {key} " + ("removed" if args.remove else "set"))
+        print(f"image {args.image_id}: label {key} " + ("removed" if args.remove
+                                                         else f"set to {value!r}"))
     return 0

@@ -291,6 +291,12 @@ def test_label_note_check_by_id(setup: Any, capsys: pytest.CaptureFixture[str]) 
     assert setup["ims"].get(doc["image_id"])["metadata"]["sbps-project"] == "true"
     assert main(["--config", cfg, "image", "label", doc["image_id"], "--remove"]) == 0
     assert "sbps-project" not in setup["ims"].get(doc["image_id"])["metadata"]
+    assert main(["--config", cfg, "image", "label", doc["image_id"], "sbps-tenant=red"]) == 0
+    assert setup["ims"].get(doc["image_id"])["metadata"]["sbps-tenant"] == "red"
+    assert main(["--config", cfg, "image", "label", doc["image_id"], "sbps-tenant",
+                 "--remove"]) == 0
+    assert "sbps-tenant" not in setup["ims"].get(doc["image_id"])["metadata"]
+    assert main(["--config", cfg, "image", "label", doc["image_id"], "=red"]) == 1
     capsys.readouterr()
     code, report, err = run_json(["--config", cfg, "image", "check", doc["image_id"],
                                   "--json"], capsys)
