@@ -32,6 +32,7 @@ from tests.integration.test_lio_backend import (  # noqa: F401 - collected here 
     test_injected_eio_fails_only_that_action,
     test_open_access_attributes_match_the_reconciler,
 )
+from tests.realkernel.guest.lio_tree import clear
 
 CONFIGFS = "/sys/kernel/config"
 TARGET = f"{CONFIGFS}/target"
@@ -78,16 +79,7 @@ class KernelRunner:
 
 
 def clear_kernel_target() -> None:
-    """Remove every LIO object, keeping the kernel's dbroot (rtslib would rewrite it)."""
-    from rtslib_fb import RTSRoot
-
-    with open(f"{TARGET}/dbroot") as f:
-        dbroot = f.read().strip()
-    saved = point_rtslib_at(TARGET, dbroot)
-    try:
-        RTSRoot().clear_existing(confirm=True)
-    finally:
-        restore_rtslib(saved)
+    clear(TARGET)
 
 
 @pytest.fixture(params=["debian", "pypi"])
