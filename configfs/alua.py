@@ -52,7 +52,8 @@ def _tg_pt_gp(name: str, owner: AluaOwner, ident: int | None) -> Group:
                store=_enum_store(state, "status", len(ACCESS_STATUSES)))
     group.attr("tg_pt_gp_id", show=lambda: line("" if state["id"] is None else state["id"]),
                store=_id_store(state))
-    group.attr("members", show=lambda: "".join(m + "\n" for m in owner.alua_members(name)))
+    # The kernel ends each member with a newline and a NUL (measured on 6.1).
+    group.attr("members", show=lambda: "".join(m + "\n\0" for m in owner.alua_members(name)))
     return group
 
 
