@@ -42,7 +42,8 @@ def _tg_pt_gp(name: str, owner: AluaOwner, ident: int | None) -> Group:
         "alua_support_offline": 1, "alua_support_standby": 1,
         "alua_support_transitioning": 1, "alua_support_unavailable": 1,
         "alua_support_lba_dependent": 0}
-    values_group(group, values, readonly=("alua_support_lba_dependent",),
+    # alua_support_lba_dependent is writable (0644) on kernel 6.1 too.
+    values_group(group, values,
                  booleans=[k for k in values if k.startswith("alua_support")] +
                  ["alua_write_metadata", "preferred"], guard=_guard_state)
     state = {"type": 3, "status": 0, "id": ident}

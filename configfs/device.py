@@ -23,9 +23,11 @@ BOOL_ATTRS = (
     "emulate_tpws", "emulate_caw", "emulate_3pc", "emulate_pr", "pi_prot_verify",
     "enforce_pr_isids", "is_nonrot", "emulate_rest_reord", "force_pr_aptpl",
     "unmap_zeroes_data",
+    # Writable booleans on kernel 6.1 (they switch passthrough ALUA/PGR off and on), so
+    # rtslib saves and restores them.
+    "alua_support", "pgr_support",
 )
-READONLY_ATTRS = ("hw_pi_prot_type", "hw_block_size", "hw_max_sectors", "hw_queue_depth",
-                  "alua_support", "pgr_support")
+READONLY_ATTRS = ("hw_pi_prot_type", "hw_block_size", "hw_max_sectors", "hw_queue_depth")
 # The kernel refuses these while the device is exported through a LUN.
 LOCKED_WHEN_EXPORTED = ("block_size", "pi_prot_type", "pi_prot_format")
 

@@ -26,6 +26,9 @@ from tests.fixtures.servers import IMSServer, S3Server
 from tests.realkernel.conftest import IMS_GUEST, S3_GUEST
 from tests.vm.qemu import Guest
 
+# Software emulation: the guest build and boot land in the first test's setup.
+pytestmark = pytest.mark.timeout(1800)
+
 TREE = "/src/tests/realkernel/guest/lio_tree.py"
 TARGET = "/sys/kernel/config/target"
 HOSTNAME = "ncn-w001"

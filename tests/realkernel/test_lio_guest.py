@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from tests.realkernel.conftest import GuestReport
+
+# Software emulation: the guest build and boot land in the first test's setup.
+pytestmark = pytest.mark.timeout(1800)
 
 SHARED = ("test_converge_from_empty_then_zero_writes",
           "test_foreign_objects_survive_and_are_refused",

@@ -27,7 +27,7 @@ VOLATILE = ("statistics", "fabric_statistics", "dynamic_sessions", "info")
 
 
 def dump(root: str, config_only: bool = False) -> dict[str, Any]:
-    """``relative path -> {"kind": dir|file|link, "value"|"error"|"link": ...}``."""
+    """``relative path -> {"kind": dir|file|link, "mode", "value"|"error"|"link": ...}``."""
     out: dict[str, Any] = {}
     for here, dirs, files in os.walk(root):
         rel_dir = os.path.relpath(here, root)
@@ -51,11 +51,15 @@ def dump(root: str, config_only: bool = False) -> dict[str, Any]:
             if os.path.islink(path):
                 out[rel] = {"kind": "link", "link": os.readlink(path)}
                 continue
+            # The mode says what rtslib may write (it saves and restores writable ones).
+            mode = oct(os.lstat(path).st_mode & 0o777)
             try:
                 with open(path, "rb") as f:
-                    out[rel] = {"kind": "file", "value": f.read().decode(errors="replace")}
+                    out[rel] = {"kind": "file", "mode": mode,
+                                "value": f.read().decode(errors="replace")}
             except OSError as exc:
-                out[rel] = {"kind": "file", "error": errno.errorcode.get(exc.errno or 0, "?")}
+                out[rel] = {"kind": "file", "mode": mode,
+                            "error": errno.errorcode.get(exc.errno or 0, "?")}
     return out
 
 
