@@ -3,7 +3,9 @@
 Owns the scenario bodies (plain asserts, no pytest) so that the same code runs in-process
 with PyPI rtslib-fb 2.2.4 and, as ``/usr/bin/python3 lio_scenarios.py NAME ARGS-JSON``, with
 Debian's rtslib-fb 2.1.75. Each scenario returns a JSON-able result; as a script it prints
-it as the last line. Must not: mount or unmount anything (the caller owns the emulation).
+it as the last line. With an empty control path the scenarios run on a real kernel's configfs (the realkernel
+lane), counting and failing configfs calls in-process (tests/realkernel/guest/audit_control).
+Must not: mount or unmount anything (the caller owns the emulation).
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ class Env:
         return LioBackend(cfg, self.cache_dir, IQN)
 
     def ctl(self) -> ControlClient:
+        if not self.control:
+            # A real kernel (the realkernel lane's guest): no side channel; the scenario
+            # process counts and fails its own configfs calls instead.
+            from tests.realkernel.guest.audit_control import audit_control
+
+            return audit_control(self.mount)  # type: ignore[return-value]
         return ControlClient(self.control)
 
 
