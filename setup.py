@@ -21,7 +21,11 @@ setup(
         "prometheus-client>=0.17,<1",
         "rtslib-fb>=2.1.69,<3",
     ],
-    extras_require={"configfs": ["mfusepy>=1.1,<4"]},
+    extras_require={
+        "configfs": ["mfusepy>=1.1,<4"],
+        # sbpsctl demo: the development S3 server and a userspace initiator.
+        "demo": ["moto[server]>=5,<6", "cython-iscsi>=1.0,<2"],
+    },
     entry_points={
         "console_scripts": [
             "sbps-marshal = sbps.daemon:run",

@@ -42,7 +42,8 @@ def _tg_pt_gp(name: str, owner: AluaOwner, ident: int | None) -> Group:
         "alua_support_offline": 1, "alua_support_standby": 1,
         "alua_support_transitioning": 1, "alua_support_unavailable": 1,
         "alua_support_lba_dependent": 0}
-    values_group(group, values, readonly=("alua_support_lba_dependent",),
+    # alua_support_lba_dependent is writable (0644) on kernel 6.1 too.
+    values_group(group, values,
                  booleans=[k for k in values if k.startswith("alua_support")] +
                  ["alua_write_metadata", "preferred"], guard=_guard_state)
     state = {"type": 3, "status": 0, "id": ident}
@@ -52,7 +53,8 @@ def _tg_pt_gp(name: str, owner: AluaOwner, ident: int | None) -> Group:
                store=_enum_store(state, "status", len(ACCESS_STATUSES)))
     group.attr("tg_pt_gp_id", show=lambda: line("" if state["id"] is None else state["id"]),
                store=_id_store(state))
-    group.attr("members", show=lambda: "".join(m + "\n" for m in owner.alua_members(name)))
+    # The kernel ends each member with a newline and a NUL (measured on 6.1).
+    group.attr("members", show=lambda: "".join(m + "\n\0" for m in owner.alua_members(name)))
     return group
 
 

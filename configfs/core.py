@@ -37,9 +37,13 @@ class Core:
         self.core = self.target.group("core", make=self._make_hba)
         alua = self.core.group("alua")
         lu_gps = alua.group("lu_gps", make=lambda parent, name: _lu_gp(name, None))
-        default_lu_gp = _lu_gp("default_lu_gp", 0)
+        default_lu_gp = _lu_gp("default_lu_gp", 0, self._lu_gp_members)
         default_lu_gp.default = True
         lu_gps.add(default_lu_gp)
+
+    def _lu_gp_members(self) -> str:
+        # Every enabled device joins default_lu_gp (core_alua_attach_lu_gp_mem at enable).
+        return "".join(f"fileio_{d.index}/{d.name}\n" for d in self.devices() if d.configured)
 
     def devices(self) -> list[Device]:
         return [so.obj for hba in self.core.items() for so in hba.items()
@@ -78,7 +82,8 @@ class Core:
         return Device(hba=hba_id, index=index, name=name).build(Group(name))
 
 
-def _lu_gp(name: str, ident: int | None) -> Group:
+def _lu_gp(name: str, ident: int | None,
+           members: Callable[[], str] = lambda: "") -> Group:
     state = {"id": ident}
     group = Group(name)
 
@@ -87,5 +92,5 @@ def _lu_gp(name: str, ident: int | None) -> Group:
 
     group.attr("lu_gp_id", show=lambda: line("" if state["id"] is None else state["id"]),
                store=store_id)
-    group.attr("members", show=lambda: "")
+    group.attr("members", show=members)
     return group

@@ -22,25 +22,29 @@ BOOL_ATTRS = (
     "emulate_write_cache", "emulate_ua_intlck_ctrl", "emulate_tas", "emulate_tpu",
     "emulate_tpws", "emulate_caw", "emulate_3pc", "emulate_pr", "pi_prot_verify",
     "enforce_pr_isids", "is_nonrot", "emulate_rest_reord", "force_pr_aptpl",
-    "unmap_zeroes_data", "emulate_rsoc",
+    "unmap_zeroes_data",
+    # Writable booleans on kernel 6.1 (they switch passthrough ALUA/PGR off and on), so
+    # rtslib saves and restores them.
+    "alua_support", "pgr_support",
 )
-READONLY_ATTRS = ("hw_pi_prot_type", "hw_block_size", "hw_max_sectors", "hw_queue_depth",
-                  "alua_support", "pgr_support")
+READONLY_ATTRS = ("hw_pi_prot_type", "hw_block_size", "hw_max_sectors", "hw_queue_depth")
 # The kernel refuses these while the device is exported through a LUN.
 LOCKED_WHEN_EXPORTED = ("block_size", "pi_prot_type", "pi_prot_format")
 
 
 def default_attrib() -> dict[str, int | str]:
     values: dict[str, int | str] = dict.fromkeys(BOOL_ATTRS, 0)
-    values.update(emulate_model_alias=1, emulate_dpo=1, emulate_fua_write=1, emulate_fua_read=1,
+    # Kernel 6.1 (Debian 12), measured by the realkernel lane's fidelity check: no
+    # emulate_rsoc or submit_type yet, and emulate_model_alias off until someone sets it.
+    values.update(emulate_dpo=1, emulate_fua_write=1, emulate_fua_read=1,
                   emulate_tas=1, emulate_caw=1, emulate_3pc=1, emulate_pr=1,
-                  enforce_pr_isids=1, emulate_rsoc=1)
+                  enforce_pr_isids=1)
     values.update(pi_prot_type=0, hw_pi_prot_type=0, pi_prot_format=0, hw_block_size=512,
                   block_size=512, hw_max_sectors=16384, optimal_sectors=16384,
                   hw_queue_depth=128, queue_depth=128, max_unmap_lba_count=8192,
                   max_unmap_block_desc_count=1, unmap_granularity=1,
                   unmap_granularity_alignment=0, max_write_same_len=4096, alua_support=1,
-                  pgr_support=1, submit_type=0)
+                  pgr_support=1)
     return dict(sorted(values.items()))
 
 
@@ -95,12 +99,13 @@ class Device:
 
     def info(self) -> str:
         active = "ACTIVATED" if self.export_count() else "DEACTIVATED"
-        depth = self.attrib["queue_depth"] if self.configured else 0
         hwmax = self.attrib["hw_max_sectors"] if self.configured else 0
         mode = "Buffered-WCE" if self.buffered else "O_DSYNC"
-        return (f"Status: {active}  Max Queue Depth: {depth}  SectorSize: "
+        # The kernel prints the HBA's queue depth, which fileio never sets, and its
+        # per-HBA device count as the FILEIO ID (rtslib makes one device per HBA).
+        return (f"Status: {active}  Max Queue Depth: 0  SectorSize: "
                 f"{self.attrib['block_size']}  HwMaxSectors: {hwmax}\n"
-                f"        TCM FILEIO ID: {self.index}        File: {self.fd_dev_name}  "
+                f"        TCM FILEIO ID: 0        File: {self.fd_dev_name}  "
                 f"Size: {self.fd_dev_size or 0}  Mode: {mode} Async: {int(self.async_io)}\n")
 
     def control(self, text: str) -> None:
@@ -171,6 +176,7 @@ class Device:
                      booleans=BOOL_ATTRS, guard=self._guard_attrib)
         self._wwn_group(group.group("wwn"))
         self._pr_group(group.group("pr"))
+        group.group("action")  # an empty group on kernel 6.1
         alua_groups(group, self)
         device_statistics(group, self)
         return group
@@ -212,10 +218,10 @@ class Device:
         pr.attr("res_pr_all_tgt_pts", show=lambda: "No SPC-3 Reservation holder\n")
         pr.attr("res_pr_generation", show=lambda: "0x00000000\n")
         pr.attr("res_pr_holder_tg_port", show=lambda: "No SPC-3 Reservation holder\n")
-        pr.attr("res_pr_registered_i_pts", show=lambda: "None\n")
+        pr.attr("res_pr_registered_i_pts", show=lambda: "SPC-3 PR Registrations:\nNone\n")
         pr.attr("res_pr_type", show=lambda: "No SPC-3 Reservation holder\n")
         pr.attr("res_type", show=lambda: "SPC3_PERSISTENT_RESERVATIONS\n")
-        pr.attr("res_aptpl_active", show=lambda: "0\n")
+        pr.attr("res_aptpl_active", show=lambda: "APTPL Bit Status: Disabled\n")
         pr.attr("res_aptpl_metadata", show=lambda: "Ready to process PR APTPL metadata..\n",
                 store=lambda text: None)
 

@@ -8,15 +8,16 @@ build LUN or ACL internals (``lun.py``) or touch storage objects directly.
 from __future__ import annotations
 
 import errno
+import os
 import re
 from dataclasses import dataclass, field
 
-from .attrs import auth_group, line, parse_bool, values_group
+from .attrs import auth_group, line, parse_bool, parse_str, values_group
 from .lun import Acl, make_acl, make_tpg_lun
 from .nodes import Group, fail
 
 TPG_ATTRIB: dict[str, int | str] = {
-    "authentication": 0, "cache_dynamic_acls": 0, "default_cmdsn_depth": 64,
+    "authentication": 1, "cache_dynamic_acls": 0, "default_cmdsn_depth": 64,
     "default_erl": 0, "demo_mode_discovery": 1, "demo_mode_write_protect": 1,
     "fabric_prot_type": 0, "generate_node_acls": 0, "login_keys_workaround": 1,
     "login_timeout": 15, "netif_timeout": 2, "prod_mode_write_protect": 0, "t10_pi": 0,
@@ -25,7 +26,7 @@ TPG_BOOLS = ("authentication", "cache_dynamic_acls", "demo_mode_discovery",
              "demo_mode_write_protect", "generate_node_acls", "login_keys_workaround",
              "prod_mode_write_protect", "t10_pi", "tpg_enabled_sendtargets")
 TPG_PARAM: dict[str, int | str] = {
-    "AuthMethod": "CHAP,None", "DataDigest": "CRC32C,None", "DataPDUInOrder": "Yes",
+    "AuthMethod": "CHAP", "DataDigest": "CRC32C,None", "DataPDUInOrder": "Yes",
     "DataSequenceInOrder": "Yes", "DefaultTime2Retain": "20", "DefaultTime2Wait": "2",
     "ErrorRecoveryLevel": "0", "FirstBurstLength": "65536", "HeaderDigest": "CRC32C,None",
     "IFMarkInt": "Reject", "IFMarker": "No", "ImmediateData": "Yes", "InitialR2T": "Yes",
@@ -38,6 +39,10 @@ PORTAL = re.compile(r"(\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d+)")
 def make_iscsi_fabric(parent: Group, name: str) -> Group:
     fabric = Group(name, make=_make_target)
     fabric.attr("lio_version", show=lambda: "Datera Inc. iSCSI Target v4.1.0\n")
+    ncpu = os.cpu_count() or 1
+    cpus = {"list": f"0-{ncpu - 1}" if ncpu > 1 else "0"}
+    fabric.attr("cpus_allowed_list", show=lambda: line(cpus["list"]),
+                store=lambda text: cpus.update(list=parse_str(text).strip()))
     disc: dict[str, int | str] = {"enforce_discovery_auth": 0}
     disc_group = values_group(fabric.group("discovery_auth"), disc, booleans=disc)
     auth_group(disc_group, disc)
@@ -48,6 +53,10 @@ def _make_target(parent: Group, name: str) -> Group:
     if len(name) >= 224 or name.startswith("tpgt_"):
         raise fail(errno.EINVAL, f"bad target name {name}")
     target = Group(name, make=lambda p, tpg_name: Tpg.create(p, tpg_name))
+    affinity = {"value": -1}
+    target.group("param").attr("cmd_completion_affinity",
+                               show=lambda: line(affinity["value"]),
+                               store=lambda text: affinity.update(value=int(text.strip())))
     stats = target.group("fabric_statistics")
     for sub in ("iscsi_instance", "iscsi_sess_err", "iscsi_tgt_attr", "iscsi_login_stats",
                 "iscsi_logout_stats"):
@@ -90,12 +99,19 @@ class Tpg:
         group.obj = self
         group.attr("enable", show=lambda: line(int(self.enabled)), store=self._set_enable)
         group.attr("dynamic_sessions", show=self._dynamic_sessions)
-        values_group(group.group("attrib"), self.attrib, booleans=TPG_BOOLS)
+        values_group(group.group("attrib"), self.attrib, booleans=TPG_BOOLS,
+                     guard=self._attrib_side_effects)
         values_group(group.group("param"), self.param, strings=self.param)
         auth_group(group.group("auth"), self.auth)
         group.group("np", make=_make_portal)
         group.group("lun", make=lambda p, name: make_tpg_lun(p, name, self))
         group.group("acls", make=lambda p, name: make_acl(p, name, self))
+
+    def _attrib_side_effects(self, name: str, value: int | str) -> None:
+        # iscsit_ta_authentication(): the TPG's AuthMethod follows the switch (measured on
+        # kernel 6.1: a new TPG has authentication=1 and AuthMethod=CHAP).
+        if name == "authentication":
+            self.param["AuthMethod"] = "CHAP" if value else "CHAP,None"
 
     def _set_enable(self, text: str) -> None:
         self.enabled = bool(parse_bool(text))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,9 +18,16 @@ from .nodes import Group, Link, fail
 from .stats import IoStats, lun_statistics, mapped_lun_statistics
 
 ACL_ATTRIB: dict[str, int | str] = {
-    "authentication": 4294967295, "dataout_timeout": 3, "dataout_timeout_retries": 5,
+    "authentication": -1, "dataout_timeout": 3, "dataout_timeout_retries": 5,
     "default_erl": 0, "nopin_response_timeout": 30, "nopin_timeout": 15,
     "random_datain_pdu_offsets": 0, "random_datain_seq_offsets": 0, "random_r2t_offsets": 0}
+
+
+#: The negotiated session values an ACL shows in ``param/`` (kernel 6.1).
+ACL_SESSION_PARAMS = ("DataPDUInOrder", "DataSequenceInOrder", "DefaultTime2Retain",
+                      "DefaultTime2Wait", "ErrorRecoveryLevel", "FirstBurstLength",
+                      "ImmediateData", "InitialR2T", "MaxBurstLength", "MaxConnections",
+                      "MaxOutstandingR2T")
 
 
 ALUA_FIELDS = {"alua_tg_pt_offline": "offline", "alua_tg_pt_status": "status",
@@ -32,6 +40,7 @@ class TpgLike(Protocol):
     group: Group
     attrib: dict[str, int | str]
     sessions: dict[str, Any]
+    param: dict[str, int | str]
 
     def allocate_rtpi(self) -> int: ...
     def acl(self, initiator: str) -> Any: ...
@@ -112,7 +121,7 @@ class TpgLun:
         return (f"TG Port Alias: {self.tg_pt_gp}\nTG Port Group ID: 0\n"
                 "TG Port Primary Access State: Active/Optimized\n"
                 "TG Port Primary Access Status: None\n"
-                f"TG Port Secondary Access State: {'Offline' if self.offline else 'Online'}\n"
+                f"TG Port Secondary Access State: {'Offline' if self.offline else 'None'}\n"
                 "TG Port Secondary Access Status: None\n")
 
     def _store_gp(self, text: str) -> None:
@@ -159,11 +168,39 @@ class Acl:
         group.attr("info", show=self.info)
         group.attr("cmdsn_depth", show=lambda: line(self.cmdsn_depth), store=self._set_depth)
         group.attr("tag", show=lambda: line(self.tag) if self.tag else "", store=self._set_tag)
-        values_group(group.group("attrib"), self.attrib)
+        attrib = values_group(group.group("attrib"), self.attrib)
+        # The kernel keeps a u32 and prints it signed: the unset default reads as -1.
+        # -1 means "inherit from the TPG"; the kernel takes -1, 0 or 1 and fails anything
+        # else with EIO (measured on 6.1).
+        attrib.attr("authentication", show=lambda: line(self.attrib["authentication"]),
+                    store=self._set_authentication)
         auth_group(group.group("auth"), self.auth)
-        group.group("fabric_statistics")
+        param = group.group("param")
+        for name in ACL_SESSION_PARAMS:
+            param.attr(name, show=self._session_param(name))
+        sess = group.group("fabric_statistics").group("iscsi_sess_stats")
+        for name in ("cmd_pdus", "conn_digest_errors", "conn_timeout_errors", "indx", "node",
+                     "rsp_pdus", "rxdata_octs", "txdata_octs"):
+            sess.attr(name, show=lambda: "")  # empty until a session exists, as measured
+        sess.attr("inst", show=lambda: "0\n")
         group.make = lambda p, name: MappedLun(self, _index(name), Group(name)).build()
         return group
+
+    def _session_param(self, name: str) -> Callable[[], str]:
+        def show() -> str:
+            if self.initiator not in self.tpg.sessions:
+                return "No Active iSCSI Session\n"
+            return line(self.tpg.param.get(name, ""))
+        return show
+
+    def _set_authentication(self, text: str) -> None:
+        try:
+            value = int(text.strip(), 0)
+        except ValueError:
+            raise fail(errno.EINVAL, f"invalid number {text!r}") from None
+        if value not in (-1, 0, 1):
+            raise fail(errno.EIO, "authentication must be -1, 0 or 1")
+        self.attrib["authentication"] = value
 
     def _set_depth(self, text: str) -> None:
         value = parse_int(text)

@@ -44,16 +44,19 @@ def device_statistics(parent: Group, dev: DeviceView) -> Group:
     _ro(stats.group("scsi_dev"), {
         "inst": dev.hba_index, "indx": dev.dev_index, "role": lambda: "Target",
         "ports": dev.export_count})
-    _ro(stats.group("scsi_tgt_dev"), {
-        "inst": dev.hba_index, "indx": dev.dev_index, "num_LUs": lambda: 1,
-        "status": lambda: "activated" if dev.export_count() else "deactivated",
+    tgt_dev = _ro(stats.group("scsi_tgt_dev"), {
+        "inst": dev.hba_index, "indx": dev.dev_index, "num_lus": lambda: 1,
         "non_access_lus": lambda: 0 if dev.export_count() else 1,
         "resets": lambda: 0, "aborts_complete": lambda: 0, "aborts_no_task": lambda: 0})
+    # The kernel prints this one without a newline.
+    tgt_dev.attr("status", show=lambda: "activated" if dev.export_count() else "deactivated")
     io = dev.io
     _ro(stats.group("scsi_lu"), {
         "inst": dev.hba_index, "dev": dev.dev_index, "indx": lambda: 1, "lun": lambda: 0,
-        "lu_name": lambda: dev.serial() or "None", "vend": dev.vendor, "prod": dev.product,
-        "rev": dev.revision, "dev_type": lambda: 0,
+        "lu_name": lambda: dev.serial() or "None",
+        # Padded to the INQUIRY field widths, as the kernel prints them.
+        "vend": lambda: f"{dev.vendor():<8}", "prod": lambda: f"{dev.product():<16}",
+        "rev": lambda: f"{dev.revision():<4}", "dev_type": lambda: 0,
         "status": lambda: "available" if dev.export_count() else "notavailable",
         "state_bit": lambda: "exposed", "num_cmds": lambda: io.cmds,
         "read_mbytes": lambda: io.read_bytes >> 20, "write_mbytes": lambda: io.write_bytes >> 20,
@@ -76,7 +79,7 @@ def lun_statistics(parent: Group, port: PortView) -> Group:
         "in_cmds": lambda: io.cmds, "write_mbytes": lambda: io.write_bytes >> 20,
         "read_mbytes": lambda: io.read_bytes >> 20, "hs_in_cmds": lambda: 0})
     _ro(stats.group("scsi_transport"), {
-        "inst": port.hba_index, "device": lambda: f"scsiTransportISCSI#{port.rtpi()}",
+        "inst": port.hba_index, "device": lambda: "scsiTransportiSCSI",
         "indx": lambda: port.tpgt, "dev_name": lambda: f"{port.wwn}+t+{port.tpgt}",
         "proto_id": lambda: 5})
     return stats

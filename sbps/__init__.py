@@ -9,6 +9,8 @@ core (imports nothing else of sbps)
 components
     s3              the shared S3 client (boto3 in executors), error translation
     identity        identity keys, SHA-224 digests, product id, serial, WWID, IQN
+    access          access policy: tenants, initiator patterns, visible(), ACL spec (pure)
+    access_files    tenant map and CHAP files, re-read on change (AccessSource)
     claims          LUN id claims in the shared bucket, local journal, quarantine
     bootparams      root=sbps-s3:... generator and parser
     catalog/        IMS client, tolerant record and manifest parsing, label rule, problems
@@ -20,6 +22,7 @@ components
     build/          image build (squashfs, upload as IMS lays it out) and image check
 orchestration
     plan            pure plan(): desired + actual -> actions with reasons
+    plan_access     pure ACL / mapped LUN / CHAP actions, called by plan()
     apply           executes a plan, per-action results
     reconciler      triggers, passes, lifecycle, status snapshot
     http/           aiohttp API: catalog, bootparams, metrics, admin endpoints

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from sbps import __version__
+from sbps import __version__, access
 from sbps.backends import TargetBackend, make_backend
 from sbps.bootparams import srv_name
 from sbps.bootsource import CatalogImageSource, ImageRequest, document
@@ -128,13 +129,23 @@ def _secret(path: str) -> str | None:
     return secret
 
 
+def _allowed(r: Reconciler) -> Callable[[str | None, str | None], bool]:
+    """The catalog view of one initiator, under the access policy the passes use (its
+    ``last`` policy reads no file, so this is safe on the event loop)."""
+    def allowed(tenant: str | None, initiator: str | None) -> bool:
+        policy = r.access.last
+        return access.allowed(policy, tenant, initiator)
+    return allowed
+
+
 def start_http(c: Components, supervisor: Supervisor) -> None:
     """The API, metrics and admin endpoints, as supervised tasks."""
     cfg = c.loaded.config
     r = c.reconciler
     collector = SbpsCollector(lambda: r.status, version=__version__,
                               staging=lambda: _staging_stats(c.stager),
-                              cache=lambda: _cache_stats(c.stager))
+                              cache=lambda: _cache_stats(c.stager),
+                              sessions=lambda: {r.iqn: len(r.status.sessions)})
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
     source = StatusSource(lambda: r.status, listeners=[collector.observe])
@@ -154,7 +165,8 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
                     token=load_or_create_token(cfg.http, cfg.reconcile.state_dir),
                     registry=registry, config=as_dict(c.loaded), tasks=supervisor.describe,
                     bootparams=bootparams, claims_held=c.claims.held,
-                    notify_secret=_secret(cfg.reconcile.notify_secret_file))
+                    notify_secret=_secret(cfg.reconcile.notify_secret_file),
+                    allowed=_allowed(r) if cfg.target.access == "acl" else None)
     supervisor.start("http", run_http(cfg.http, make_app(deps), cfg.reconcile.state_dir,
                                       started=lambda port: log.info(
                                           "HTTP API on %s:%d", cfg.http.bind, port)))

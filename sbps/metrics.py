@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -26,86 +25,18 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from sbps.lifecycle import ImageStatus
 from sbps.model import (
-    Action,
-    DesiredImage,
     ImageKind,
     ImageState,
     LunStats,
-    Problem,
-    TargetState,
 )
+from sbps.status import Status
 
 PASS_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 EXPORT_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 _WAITING = (ImageState.DISCOVERED, ImageState.STAGING, ImageState.STAGED, ImageState.FAILED)
 
-
-# What the collector reads. The snapshot types live above this layer (reconciler,
-# lifecycle, apply), so they are described here by shape only.
-
-class ImageView(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def state(self) -> ImageState: ...
-    @property
-    def since(self) -> float: ...
-    @property
-    def image(self) -> DesiredImage | None: ...
-    @property
-    def lun_id(self) -> int | None: ...
-
-
-class ResultView(Protocol):
-    @property
-    def action(self) -> Action: ...
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def skipped(self) -> bool: ...
-
-
-class ReportView(Protocol):
-    @property
-    def results(self) -> Sequence[ResultView]: ...
-
-
-class Snapshot(Protocol):
-    @property
-    def iqn(self) -> str: ...
-    @property
-    def backend(self) -> str: ...
-    @property
-    def passes(self) -> int: ...
-    @property
-    def last_pass_at(self) -> float | None: ...
-    @property
-    def last_pass_seconds(self) -> float: ...
-    @property
-    def last_success_at(self) -> float | None: ...
-    @property
-    def ready(self) -> bool: ...
-    @property
-    def gate_open(self) -> bool: ...
-    @property
-    def serving(self) -> bool: ...
-    @property
-    def dns_registered(self) -> bool: ...
-    @property
-    def degraded(self) -> Sequence[str]: ...
-    @property
-    def images(self) -> Sequence[ImageView]: ...
-    @property
-    def problems(self) -> Sequence[Problem]: ...
-    @property
-    def target(self) -> TargetState | None: ...
-    @property
-    def stats(self) -> Mapping[int, LunStats]: ...
-    @property
-    def last_report(self) -> ReportView: ...
-    @property
-    def errors(self) -> Sequence[str]: ...
 
 
 @dataclass(frozen=True)
@@ -156,7 +87,7 @@ class SbpsCollector(Collector):
     non-blocking (they read counters kept in memory by their owners).
     """
 
-    def __init__(self, source: Callable[[], Snapshot], *, version: str,
+    def __init__(self, source: Callable[[], Status], *, version: str,
                  staging: Callable[[], StagingStats] | None = None,
                  cache: Callable[[], CacheStats] | None = None,
                  sessions: Callable[[], Mapping[str, int]] | None = None) -> None:
@@ -178,7 +109,7 @@ class SbpsCollector(Collector):
 
     # Accumulation ---------------------------------------------------------------------
 
-    def observe(self, status: Snapshot) -> None:
+    def observe(self, status: Status) -> None:
         """Account for one snapshot; idempotent, so both the pass hook and scrapes call it."""
         with self._lock:
             if status.passes <= self._seen or status.passes == 0:
@@ -196,7 +127,7 @@ class SbpsCollector(Collector):
             self._prev, self._cur = self._cur, (status.last_pass_at or time.time(),
                                                 dict(status.stats))
 
-    def _track_exports(self, images: Sequence[ImageView]) -> None:
+    def _track_exports(self, images: Sequence[ImageStatus]) -> None:
         present = set()
         for s in images:
             present.add(s.name)
@@ -216,6 +147,7 @@ class SbpsCollector(Collector):
             yield from self._totals()
             rates = self._rates()
         yield from self._field(status, rates)
+        yield from self._identity(status)
         yield from self._state(status)
         yield from self._optional()
 
@@ -253,7 +185,7 @@ class SbpsCollector(Collector):
                 out[index] = (now.commands - old.commands) / (t1 - t0)
         return out
 
-    def _field(self, status: Snapshot, rates: Mapping[int, float]) -> Iterator[Metric]:
+    def _field(self, status: Status, rates: Mapping[int, float]) -> Iterator[Metric]:
         """The field agent's names, kept so existing dashboards keep working."""
         by_name = {s.name: s.image for s in status.images if s.image is not None}
         target = status.target
@@ -289,7 +221,31 @@ class SbpsCollector(Collector):
         yield GaugeMetricFamily("iscsi_pe_lun_cnt", "Exported LUNs of PE images.",
                                 value=kinds[ImageKind.PE])
 
-    def _state(self, status: Snapshot) -> Iterator[Metric]:
+    def _identity(self, status: Status) -> Iterator[Metric]:
+        """What this worker exports at which id, so rules can compare workers (peers
+        disagree) without the workers talking to each other; and what plan() refused."""
+        info = GaugeMetricFamily("sbps_lun_info", "One series per LUN of an sbps image on "
+                                 "this worker's target (always 1).",
+                                 labels=["lun", "key", "serial", "kind", "ims_id"])
+        ours = {s.name: s.image for s in status.images}
+        target = status.target
+        serials = {so.name: so.serial for so in target.storage_objects} if target else {}
+        for lun in sorted(target.luns, key=lambda lun: lun.index) if target else []:
+            if lun.storage_object not in ours:
+                continue  # foreign LUNs are not ours to compare
+            img = ours[lun.storage_object]
+            info.add_metric([str(lun.index), lun.storage_object,
+                             serials.get(lun.storage_object, ""),
+                             img.kind.value if img else "", (img.ims_id or "") if img else ""],
+                            1)
+        yield info
+        notes = GaugeMetricFamily("sbps_plan_notes", "What the last plan noticed and left "
+                                  "alone, by code.", labels=["code"])
+        for code, n in sorted(Counter(n.code for n in status.notes).items()):
+            notes.add_metric([code], n)
+        yield notes
+
+    def _state(self, status: Status) -> Iterator[Metric]:
         images = GaugeMetricFamily("sbps_images", "Image versions by lifecycle state.",
                                    labels=["state"])
         states = Counter(s.state for s in status.images)
@@ -356,7 +312,7 @@ class SbpsCollector(Collector):
             yield fam
 
 
-def _dns_result(status: Snapshot) -> str:
+def _dns_result(status: Status) -> str:
     if any(e.startswith("dns:") for e in status.errors):
         return "failed"
     return "registered" if status.dns_registered else "withdrawn"

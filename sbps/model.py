@@ -153,6 +153,9 @@ class DesiredImage:
     md5: str | None = None
     manifest: S3Url | None = None
     manifest_etag: str | None = None
+    #: The tenant that owns the image (the IMS record's ``target.tenant_label``); None:
+    #: untenanted. In ``target.access = acl`` it decides which initiators may read it.
+    tenant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,126 @@ class Portal:
         return f"{host}:{self.port}"
 
 
+class Secret:
+    """A secret value (a CHAP password) that never shows itself: ``repr``, ``str`` and
+    formatting print ``****``, and it has no ``__dict__`` for serialisers to walk. Compared
+    by value, so a plan can tell whether the live secret is the configured one; only a
+    backend calls ``reveal()``, to write it to the target."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        object.__setattr__(self, "_value", value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Secret is immutable")
+
+    def reveal(self) -> str:
+        return str(object.__getattribute__(self, "_value"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.reveal() == self.reveal()
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self.reveal()))
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return "****"
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: object) -> Secret:
+        # dataclasses.asdict() deep-copies leaves: keep the wrapper, never the bare value.
+        return self
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("a Secret is not pickled")
+
+
+@dataclass(frozen=True)
+class Chap:
+    """CHAP credentials of one node ACL or of the whole TPG. No user: no CHAP. The mutual
+    pair (the target proves itself to the initiator) is optional. ``secret`` is None when a
+    backend cannot read the live secret back (tgt): a plan then sets it again."""
+
+    user: str = ""
+    secret: Secret | None = None
+    mutual_user: str = ""
+    mutual_secret: Secret | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.user)
+
+    @property
+    def mutual(self) -> bool:
+        return bool(self.mutual_user)
+
+    def describe(self) -> str:
+        """For reasons and logs: user names only, never a secret."""
+        if not self.enabled:
+            return "no CHAP"
+        return f"CHAP user {self.user}" + (f", mutual user {self.mutual_user}"
+                                           if self.mutual else "")
+
+
+NO_CHAP = Chap()
+
+
+@dataclass(frozen=True)
+class MappedLun:
+    """A LUN mapped into a node ACL: the number the initiator sees and the TPG LUN."""
+
+    index: int
+    tpg_lun: int
+    write_protect: bool = True
+
+
+@dataclass(frozen=True)
+class NodeAcl:
+    """One explicit node ACL of the TPG, as the backend reports it."""
+
+    initiator: str
+    luns: tuple[MappedLun, ...] = ()
+    chap: Chap = NO_CHAP
+    owned: bool = False
+    """Made by sbps (LIO: tagged ``sbps``; tgt: any initiator name bound to our target)."""
+
+    def mapped(self) -> dict[int, MappedLun]:
+        return {m.index: m for m in self.luns}
+
+
+class AccessMode(enum.Enum):
+    OPEN = "open"
+    ACL = "acl"
+
+
+@dataclass(frozen=True)
+class AclSpec:
+    """One node ACL as the access policy wants it: the images (backstore names) its
+    initiator may read, and its CHAP credentials."""
+
+    initiator: str
+    images: frozenset[str] = frozenset()
+    chap: Chap = NO_CHAP
+
+
+@dataclass(frozen=True)
+class AccessSpec:
+    """What the access policy wants from the target this pass. ``open``: generated ACLs
+    (``chap`` on the TPG); ``acl``: exactly ``acls``, each with its own CHAP."""
+
+    mode: AccessMode = AccessMode.OPEN
+    acls: tuple[AclSpec, ...] = ()
+    chap: Chap = NO_CHAP
+
+
 @dataclass(frozen=True)
 class TargetState:
     """The live state of this worker's target, read from the backend every pass."""
@@ -219,6 +342,13 @@ class TargetState:
     luns: tuple[Lun, ...] = ()
     attributes: tuple[tuple[str, str], ...] = ()
     foreign: tuple[str, ...] = ()
+    acls: tuple[NodeAcl, ...] = ()
+    """Explicit node ACLs of the TPG (tgt: the initiator names bound to the target)."""
+    chap: Chap = NO_CHAP
+    """The TPG's own CHAP credentials (used with generated ACLs; tgt: the target account)."""
+
+    def acl_by_initiator(self) -> dict[str, NodeAcl]:
+        return {acl.initiator: acl for acl in self.acls}
 
     def lun_by_index(self) -> dict[int, Lun]:
         return {lun.index: lun for lun in self.luns}
@@ -318,6 +448,39 @@ class SetPortals(Action):
 @dataclass(frozen=True)
 class SetTpgAttributes(Action):
     attributes: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class CreateAcl(Action):
+    initiator: str
+
+
+@dataclass(frozen=True)
+class DeleteAcl(Action):
+    initiator: str
+
+
+@dataclass(frozen=True)
+class MapLun(Action):
+    """Map TPG LUN ``lun`` into ``initiator``'s ACL as the same number, write-protected
+    (also repairs an existing mapping that is writable)."""
+
+    initiator: str
+    lun: int
+
+
+@dataclass(frozen=True)
+class UnmapLun(Action):
+    initiator: str
+    lun: int
+
+
+@dataclass(frozen=True)
+class SetAuth(Action):
+    """Set the CHAP credentials of ``initiator``'s ACL, or of the TPG when it is None."""
+
+    initiator: str | None
+    chap: Chap
 
 
 @dataclass(frozen=True)

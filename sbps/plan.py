@@ -1,6 +1,6 @@
 """The planner: a pure function from desired and actual state to a Plan.
 
-Imports only sbps.model. Every action carries its reason; whatever plan() notices and
+Imports only sbps.model and sbps.plan_access (node ACLs, mapped LUNs, CHAP). Every action carries its reason; whatever plan() notices and
 deliberately leaves alone (a foreign object, an occupied LUN id, a retiring LUN still in
 use) becomes a Note. Must not do I/O, read clocks or keep state: the reconciler passes in
 everything time-dependent (which retiring LUNs may go now).
@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sbps.model import (
+    AccessSpec,
     Action,
     ClaimLun,
     CreateLun,
@@ -40,6 +41,7 @@ from sbps.model import (
     StorageObject,
     TargetState,
 )
+from sbps.plan_access import acl_actions, tpg_auth_actions
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class PlanInput:
     serve: bool = True
     portals: frozenset[Portal] = frozenset()
     attributes: tuple[tuple[str, str], ...] = ()
+    access: AccessSpec = field(default_factory=AccessSpec)
+    """Node ACLs and CHAP the access policy wants (see sbps.plan_access)."""
 
 
 def owned(so: StorageObject, cache_dir: str, adopted: frozenset[str]) -> bool:
@@ -92,6 +96,7 @@ def plan(inp: PlanInput) -> Plan:
         actions.append(CreateTarget(t.iqn, reason="this worker's target does not exist"))
     if inp.portals and t.portals != inp.portals:
         actions.append(SetPortals(inp.portals, reason="portals differ from configuration"))
+    actions += tpg_auth_actions(inp.access, t)
     current = dict(t.attributes)
     if any(current.get(k) != v for k, v in inp.attributes):
         actions.append(SetTpgAttributes(inp.attributes, reason="TPG attributes differ "
@@ -121,24 +126,48 @@ def plan(inp: PlanInput) -> Plan:
             continue
         actions += _image_actions(inp, img, stores, by_index, lun_of, notes)
 
+    kept: set[int] = set()
+    due: dict[int, str] = {}
+    retire: list[Action] = []
     for name in sorted(retiring(inp)):
         indexes = sorted(lun_of.get(name, []))
         if name not in inp.retire_due:
+            kept.update(indexes)
             notes.append(Note(name, "retiring", "kept until its LUN has been idle for the "
                               "grace period, or an admin forces it"))
             continue
+        due.update((i, name) for i in indexes)
         reason = "retired: no longer desired and its LUN is idle, forced or past max wait"
-        actions += [DeleteLun(i, reason=reason, subject=name) for i in indexes]
-        actions.append(DeleteStorageObject(name, reason=reason, subject=name))
+        retire += [DeleteLun(i, reason=reason, subject=name) for i in indexes]
+        retire.append(DeleteStorageObject(name, reason=reason, subject=name))
         for digest, lun_id in sorted(inp.claims.items()):
             if digest.startswith(name):
-                actions.append(ReleaseClaim(digest, lun_id, subject=name,
-                                            reason="its LUN was removed"))
+                retire.append(ReleaseClaim(digest, lun_id, subject=name,
+                                           reason="its LUN was removed"))
+    exported, recreated = _exports_after(t, actions)
+    actions += acl_actions(inp.access, t, exported, frozenset(recreated), frozenset(kept),
+                           due, notes)
+    actions += retire
 
     if t.tpg_enabled != inp.serve:
         actions.append(SetTpgEnabled(inp.serve, reason="the node gate is "
                                      + ("open" if inp.serve else "closed")))
     return Plan(tuple(actions), tuple(notes))
+
+
+def _exports_after(t: TargetState, actions: list[Action]) -> tuple[dict[str, int], set[int]]:
+    """Backstore name -> LUN id once ``actions`` ran, and the ids they delete and create
+    again (switching an adopted LUN's backing)."""
+    by_index = {lun.index: lun.storage_object for lun in t.luns}
+    deleted = {a.index for a in actions if isinstance(a, DeleteLun)}
+    created = {a.lun.index: a.lun.storage_object for a in actions if isinstance(a, CreateLun)}
+    for index in deleted:
+        by_index.pop(index, None)
+    by_index.update(created)
+    exported: dict[str, int] = {}
+    for index, name in sorted(by_index.items(), reverse=True):
+        exported[name] = index  # the lowest id wins when a name has several
+    return exported, deleted & created.keys()
 
 
 def _image_actions(inp: PlanInput, img: DesiredImage, stores: Mapping[str, StorageObject],

@@ -18,22 +18,23 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
+from sbps.access import OPEN_ATTRIBUTES
+from sbps.access_files import AccessSource
 from sbps.adoption import Adoption
 from sbps.apply import Report, apply
 from sbps.backends import TargetBackend
 from sbps.config import Config
 from sbps.errors import InputError, SbpsError
-from sbps.lifecycle import ImageStatus, Lifecycle
+from sbps.lifecycle import Lifecycle
 from sbps.model import (
     Action,
     ClaimLun,
     DesiredImage,
     ImageKind,
     LunStats,
-    Note,
     Plan,
     Portal,
     Problem,
@@ -43,37 +44,13 @@ from sbps.model import (
 from sbps.plan import PlanInput, plan, retiring
 from sbps.ports import Catalog, CatalogResult, CatalogView, Claims, Gate, Registrar, Stager
 from sbps.serving import Serving
+from sbps.status import Status
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-OPEN_ACCESS_ATTRIBUTES = (("generate_node_acls", "1"), ("demo_mode_write_protect", "1"),
-                          ("cache_dynamic_acls", "1"), ("authentication", "0"))
-
-
-@dataclass(frozen=True)
-class Status:
-    """The snapshot every reader (HTTP, metrics, sbpsctl) sees; replaced, never mutated."""
-
-    iqn: str
-    backend: str
-    passes: int = 0
-    last_pass_at: float | None = None
-    last_pass_seconds: float = 0.0
-    last_success_at: float | None = None
-    ready: bool = False
-    gate_open: bool = False
-    serving: bool = False
-    dns_registered: bool = False
-    degraded: tuple[str, ...] = ()
-    images: tuple[ImageStatus, ...] = ()
-    problems: tuple[Problem, ...] = ()
-    notes: tuple[Note, ...] = ()
-    target: TargetState | None = None
-    stats: dict[int, LunStats] = field(default_factory=dict)
-    last_report: Report = field(default_factory=Report)
-    last_plan: Plan = field(default_factory=Plan)
-    errors: tuple[str, ...] = ()
+#: The field's access (generated ACLs, write-protected, no CHAP); the policy's default.
+OPEN_ACCESS_ATTRIBUTES = OPEN_ATTRIBUTES
 
 
 class Reconciler:
@@ -88,6 +65,7 @@ class Reconciler:
         self.lifecycle = Lifecycle(clock, cfg.reconcile.backoff_initial,
                                    cfg.reconcile.backoff_max)
         self.status = Status(iqn=iqn, backend=backend.name)
+        self.access = AccessSource(cfg.target)
         self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="sbps-backend")
         self._io = ThreadPoolExecutor(8, thread_name_prefix="sbps-io")
         self._wake = asyncio.Event()
@@ -161,6 +139,7 @@ class Reconciler:
         desired = self._desired = await self._pe_guard(self._desired_from(view))
         serve = await self.serving.decide(errors)
         target = stats = None
+        sessions: tuple[str, ...] = ()
         report = Report()
         last_plan = Plan()
         try:
@@ -174,6 +153,7 @@ class Reconciler:
                     break
             if report.target_writes or target is None:
                 target = await self._on_backend(self.backend.read)
+            sessions = await self._on_backend(self.backend.sessions)
             ret = retiring(replace(inp, target=target))
             self.lifecycle.observe(desired, target, inp.staged, inp.claims, ret)
             exported = {lun.storage_object for lun in target.luns}
@@ -192,7 +172,8 @@ class Reconciler:
             degraded=view.degraded + (("catalog_empty",) if self._empty_outage else ()),
             images=self.lifecycle.status(), problems=view.problems + self._pe_problems,
             notes=last_plan.notes, target=target,
-            stats=stats or {}, last_report=report, last_plan=last_plan, errors=tuple(errors))
+            stats=stats or {}, last_report=report, last_plan=last_plan, errors=tuple(errors),
+            sessions=sessions)
         level = logging.INFO if report.results or errors else logging.DEBUG
         log.log(level, "pass %d finished in %.3f s: %d actions, %d failed%s",
                 self.status.passes, self.status.last_pass_seconds, len(report.results),
@@ -298,13 +279,16 @@ class Reconciler:
             claims.setdefault(c_digest, lun_id)
         adopted, switch = self.adoption.update(desired, target, stats)
         await self._on_backend(self.backend.adopt, adopted)
+        # The access policy reads its files (tenant map, CHAP): an unusable one fails the
+        # target part of the pass (ConfigError), never loosens or revokes access.
+        access, attributes = await self._on_io(self.access.current, desired)
         base = PlanInput(desired=desired, target=target, cache_dir=self.cfg.stage.cache_dir,
                          staged=staged, claims=claims, candidates=candidates,
                          adopted=adopted, switch_backing=switch,
                          replace=frozenset(self._replace),
                          blocked=self.lifecycle.blocked() | frozenset(self._staging),
-                         serve=serve, portals=self._portals,
-                         attributes=OPEN_ACCESS_ATTRIBUTES)
+                         serve=serve, portals=self._portals, attributes=attributes,
+                         access=access)
         due = self.lifecycle.retire_due(retiring(base), target, stats,
                                         self.cfg.reconcile.retire_grace,
                                         self.cfg.reconcile.retire_max_wait)

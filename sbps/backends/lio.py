@@ -4,6 +4,7 @@ Owns this worker's iSCSI target (``<iqn>``, TPG 1) and the fileio backstores sbp
 (backed under the cache directory, or adopted by name by the reconciler). Everything else on
 the target host is reported as foreign and never changed: a request to touch it raises
 BackendError. Every method blocks and must run on the one backend thread (one writer).
+Node ACLs, mapped LUNs and CHAP are handled in ``sbps.backends.lio_acl``.
 
 Must not: load kernel modules or mount anything (rtslib would; see lio_rtslib), read state
 from saveconfig.json, clear the target, or call rtslib's ``delete(save=True)``. The
@@ -18,7 +19,9 @@ import os
 from typing import Any
 
 from sbps.backends import lio_read as rd
+from sbps.backends.lio_acl import apply_acl_action, read_acls, read_chap
 from sbps.backends.lio_rtslib import (
+    dump_config,
     forget_backstore_indexes,
     point_rtslib_at,
     rtslib_root,
@@ -29,19 +32,25 @@ from sbps.backends.lio_rtslib import (
 from sbps.config import TargetConfig
 from sbps.errors import BackendError
 from sbps.model import (
+    NO_CHAP,
     Action,
+    CreateAcl,
     CreateLun,
     CreateStorageObject,
     CreateTarget,
+    DeleteAcl,
     DeleteLun,
     DeleteStorageObject,
     Lun,
     LunStats,
+    MapLun,
+    SetAuth,
     SetPortals,
     SetTpgAttributes,
     SetTpgEnabled,
     StorageObject,
     TargetState,
+    UnmapLun,
 )
 
 log = logging.getLogger(__name__)
@@ -107,21 +116,23 @@ class LioBackend:
                 portals=rd.portals(tpg) if tpg is not None else frozenset(),
                 storage_objects=tuple(sorted(stores, key=lambda s: s.name)), luns=luns,
                 attributes=rd.attributes(tpg) if tpg is not None else (),
-                foreign=tuple(sorted(foreign)))
+                foreign=tuple(sorted(foreign)),
+                acls=read_acls(tpg) if tpg is not None else (),
+                chap=read_chap(tpg.path) if tpg is not None else NO_CHAP)
 
     def stats(self) -> dict[int, LunStats]:
-        _, tree = self._scan("stats")
-        if tree.tpg is None:
+        if not self._has_tpg():
             return {}
+        tpg = self._our_tpg("stats")
         with translated("stats", self.iqn):
-            return rd.lun_stats(tree.tpg)
+            return rd.lun_stats(tpg)
 
     def sessions(self) -> tuple[str, ...]:
-        _, tree = self._scan("sessions")
-        if tree.tpg is None:
+        if not self._has_tpg():
             return ()
+        tpg = self._our_tpg("sessions")
         with translated("sessions", self.iqn):
-            return rd.session_initiators(tree.tpg)
+            return rd.session_initiators(tpg)
 
     # Writing ------------------------------------------------------------------------------
 
@@ -138,7 +149,11 @@ class LioBackend:
         root = self._root()
         path = self.config.saveconfig_path
         with translated("save", path):
-            save_atomically(root.dump(), path)
+            config, skipped = dump_config(root)
+            if skipped:
+                log.warning("saving without half-made objects: %s", ", ".join(skipped),
+                            extra={"iqn": self.iqn})
+            save_atomically(config, path)
 
     def _create_target(self, action: CreateTarget) -> None:
         if action.iqn != self.iqn:
@@ -152,14 +167,26 @@ class LioBackend:
             target = Target(fabric or FabricModule("iscsi"), self.iqn, "any")
             TPG(target, rd.TPG_TAG, "any")
 
-    def _our_tpg(self, operation: str) -> tuple[Any, rd.Tree, Any]:
-        root, tree = self._scan(operation)
-        if tree.tpg is None:
+    def _has_tpg(self) -> bool:
+        if not self._opened:
+            self.open()
+        return os.path.isdir(self._tpg_dir())
+
+    def _tpg_dir(self) -> str:
+        return os.path.join(self.config.configfs_root, "iscsi", self.iqn, f"tpgt_{rd.TPG_TAG}")
+
+    def _our_tpg(self, operation: str) -> Any:
+        """This worker's TPG, looked up directly (no walk over every object)."""
+        self._root()
+        from rtslib_fb import TPG, FabricModule, Target
+
+        if not os.path.isdir(self._tpg_dir()):
             raise BackendError(operation, self.iqn, "target or tpg1 does not exist")
-        return root, tree, tree.tpg
+        with translated(operation, self.iqn):
+            return TPG(Target(FabricModule("iscsi"), self.iqn, "lookup"), rd.TPG_TAG, "lookup")
 
     def _set_portals(self, action: SetPortals) -> None:
-        _, _, tpg = self._our_tpg("set portals")
+        tpg = self._our_tpg("set portals")
         from rtslib_fb import NetworkPortal
 
         with translated("set portals", self.iqn):
@@ -171,17 +198,21 @@ class LioBackend:
                 current[key].delete()
 
     def _set_attributes(self, action: SetTpgAttributes) -> None:
-        _, _, tpg = self._our_tpg("set tpg attributes")
+        tpg = self._our_tpg("set tpg attributes")
         for key, value in action.attributes:
             with translated("set tpg attribute", f"{self.iqn}/tpg1/attrib/{key}"):
                 if str(tpg.get_attribute(key)).strip() != value:
                     tpg.set_attribute(key, value)
 
     def _set_enabled(self, action: SetTpgEnabled) -> None:
-        _, _, tpg = self._our_tpg("enable tpg" if action.enabled else "disable tpg")
+        tpg = self._our_tpg("enable tpg" if action.enabled else "disable tpg")
         with translated("set tpg enable", self.iqn):
             if bool(tpg.enable) != action.enabled:
                 tpg.enable = action.enabled
+
+    def _acl(self, action: CreateAcl | DeleteAcl | MapLun | UnmapLun | SetAuth) -> None:
+        tpg = self._our_tpg(action.kind)
+        apply_acl_action(tpg, self.iqn, action)
 
     def _create_storage(self, action: CreateStorageObject) -> None:
         so = action.storage
@@ -189,10 +220,15 @@ class LioBackend:
         if not self.ownership.path_owned(so.path):
             raise BackendError(op, so.name, f"backing file {so.path} is outside the cache "
                                f"directory {self.ownership.cache_dir}")
-        _, tree = self._scan(op)
-        existing = tree.fileio(so.name)
+        root = self._root()
+        configfs = self.config.configfs_root
+        with translated(op, so.name):
+            found = rd.find_fileio(configfs, so.name)
+            existing = rd.so_info(found) if found is not None else None
         if existing is not None:
-            described = rd.describe(existing, self.ownership)
+            with translated(op, so.name):
+                existing.users = rd.users_of(root, existing.path)
+                described = rd.describe(existing, self.ownership)
             if described is not None:
                 if described == so:
                     return
@@ -204,7 +240,8 @@ class LioBackend:
 
         with translated(op, so.name):
             created = FileIOStorageObject(so.name, so.path, size=so.size, wwn=so.serial,
-                                          write_back=so.write_back)
+                                          write_back=so.write_back,
+                                          index=rd.free_hba_index(configfs))
             # The kernel derives the product id from the backstore name when
             # emulate_model_alias is set; that attribute is in saveconfig.json, so a reboot
             # restores the same product id. Written before the wwn files, which it resets.
@@ -222,9 +259,11 @@ class LioBackend:
         lun = action.lun
         op = "create lun"
         obj = f"{self.iqn}/tpg1/lun{lun.index}"
-        _, tree, tpg = self._our_tpg(op)
-        info = tree.fileio(lun.storage_object)
-        state = rd.describe(info, self.ownership) if info is not None else None
+        tpg = self._our_tpg(op)
+        with translated(op, obj):
+            found = rd.find_fileio(self.config.configfs_root, lun.storage_object)
+            info = rd.so_info(found) if found is not None else None
+            state = rd.describe(info, self.ownership) if info is not None else None
         if info is None or state is None:
             raise BackendError(op, obj, f"backstore {lun.storage_object} does not exist")
         if not self.ownership.owns(state):
@@ -232,13 +271,13 @@ class LioBackend:
                                "sbps")
         from rtslib_fb import LUN
 
-        current = tree.luns.get(lun.index)
-        if current is not None:
-            if current == info.path:
-                return
-            raise BackendError(op, obj, f"index taken by {os.path.basename(current)}")
         with translated(op, obj):
-            if lun.index in tree.broken_luns:
+            exists, current = rd.lun_link(tpg, lun.index)
+            if current is not None:
+                if current == info.path:
+                    return
+                raise BackendError(op, obj, f"index taken by {os.path.basename(current)}")
+            if exists:
                 # Left empty by a process killed between mkdir and symlink.
                 LUN(tpg, lun.index).delete()
             LUN(tpg, lun.index, info.rts)
@@ -246,7 +285,8 @@ class LioBackend:
     def _delete_lun(self, action: DeleteLun) -> None:
         op = "delete lun"
         obj = f"{self.iqn}/tpg1/lun{action.index}"
-        _, tree, tpg = self._our_tpg(op)
+        tpg = self._our_tpg(op)
+        _, tree = self._scan(op)
         from rtslib_fb import LUN
 
         path = tree.luns.get(action.index)
@@ -288,6 +328,11 @@ _HANDLERS: dict[type, Any] = {
     CreateLun: LioBackend._create_lun,
     DeleteLun: LioBackend._delete_lun,
     DeleteStorageObject: LioBackend._delete_storage,
+    CreateAcl: LioBackend._acl,
+    DeleteAcl: LioBackend._acl,
+    MapLun: LioBackend._acl,
+    UnmapLun: LioBackend._acl,
+    SetAuth: LioBackend._acl,
 }
 
 __all__ = ["LioBackend"]

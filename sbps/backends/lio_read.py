@@ -10,6 +10,7 @@ writes from a pass.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,6 +109,49 @@ def scan(root: Any, iqn: str) -> Tree:
     return Tree(storage, ours_target, ours_tpg, luns, tuple(sorted(broken)), tuple(others))
 
 
+def find_fileio(configfs_root: str, name: str) -> str | None:
+    """configfs path of the fileio backstore ``name``, without walking every object."""
+    core = os.path.join(configfs_root, "core")
+    for hba in sorted(os.listdir(core)) if os.path.isdir(core) else ():
+        path = os.path.join(core, hba, name)
+        if hba.startswith("fileio_") and os.path.isdir(path):
+            return os.path.realpath(path)
+    return None
+
+
+def free_hba_index(configfs_root: str) -> int:
+    """The lowest fileio HBA index with no directory. rtslib's own choice skips only HBAs
+    that hold an object, and then fails on an empty one (left by a process killed between
+    the two mkdirs of a create), as its stale-HBA check does not expect hba_info/hba_mode."""
+    core = os.path.join(configfs_root, "core")
+    used = {int(h[7:]) for h in os.listdir(core) if h.startswith("fileio_") and h[7:].isdigit()}
+    return next(i for i in range(len(used) + 1) if i not in used)
+
+
+def so_info(path: str) -> SoInfo:
+    from rtslib_fb.tcm import StorageObject as RtsStorageObject
+
+    so = RtsStorageObject.so_from_path(path)
+    return SoInfo(so.plugin, so.name, path, so, None)
+
+
+def users_of(root: Any, so_path: str) -> list[str]:
+    """Every LUN, on any target, that links the storage object at ``so_path``."""
+    return [lun_name(t.fabric_module.name, t.wwn, int(tpg.tag), index)
+            for t in root.targets for tpg in t.tpgs
+            for index, linked in _lun_links(tpg) if linked == so_path]
+
+
+def lun_link(tpg: Any, index: int) -> tuple[bool, str | None]:
+    """Whether ``lun_<index>`` exists in the TPG, and the storage object it links."""
+    lun_dir = os.path.join(tpg.path, "lun", f"lun_{index}")
+    if not os.path.isdir(lun_dir):
+        return False, None
+    link = next((os.path.join(lun_dir, n) for n in os.listdir(lun_dir)
+                 if os.path.islink(os.path.join(lun_dir, n))), None)
+    return True, os.path.realpath(link) if link else None
+
+
 def _lun_links(tpg: Any) -> Iterator[tuple[int, str | None]]:
     base = os.path.join(tpg.path, "lun")
     if not os.path.isdir(base):
@@ -130,20 +174,30 @@ def describe(info: SoInfo, own: Ownership) -> StorageObject | None:
     enable and serial in that order, then sbps writes product id and vendor.
     """
     so = info.rts
+    path = backing_path(so.path)
     if not so.is_configured():
-        path = so.udev_path or ""
         if not path or (own.path_owned(path) and not info.users):
             return None
         return StorageObject(name=info.name, path=path, size=0, serial="", product_id="",
                              vendor="", write_back=False, readonly=False)
     product, vendor = _inquiry(so.path, info.name)
     state = StorageObject(
-        name=info.name, path=so.udev_path, size=int(so.size), serial=so.wwn,
+        name=info.name, path=path, size=int(so.size), serial=so.wwn,
         product_id=product, vendor=vendor,
-        write_back=bool(so.write_back), readonly=_readonly(so.udev_path))
+        write_back=bool(so.write_back), readonly=_readonly(path))
     if own.path_owned(state.path) and not info.users and not complete(state):
         return None
     return state
+
+
+def backing_path(so_path: str) -> str:
+    """The backing file: ``udev_path`` (rtslib writes it), else the ``File:`` of ``info``
+    (``fd_dev_name``). rtslib's own fallback misreads an empty name as the next word."""
+    path = read_text(os.path.join(so_path, "udev_path"))
+    if path:
+        return path
+    found = re.search(r"File: (\S*)\s+Size:", read_text(os.path.join(so_path, "info")))
+    return found.group(1) if found else ""
 
 
 def _inquiry(so_path: str, name: str) -> tuple[str, str]:

@@ -106,6 +106,62 @@ def translated(operation: str, obj: str) -> Iterator[None]:
                            temporary=code in _TEMPORARY_ERRNOS) from exc
 
 
+def dump_config(root: Any) -> tuple[dict[str, Any], list[str]]:
+    """rtslib's dump of the whole configuration, as ``targetcli saveconfig`` writes it.
+
+    ``RTSRoot.dump()`` fails as a whole on one half-made object (a storage object never
+    enabled, a LUN without its link: what a process killed mid-create leaves). Then the dump
+    is rebuilt item by item from rtslib's own per-object dumps, leaving out only what cannot
+    be dumped (and could not be restored either); returns those items' names too.
+    """
+    from rtslib_fb.node import CFSNode
+    from rtslib_fb.utils import RTSLibError
+
+    try:
+        return root.dump(), []
+    except (RTSLibError, OSError):
+        pass
+    skipped: list[str] = []
+
+    def each(items: Any, label: Any) -> list[dict[str, Any]]:
+        out = []
+        for item in items:
+            try:
+                out.append(item.dump())
+            except (RTSLibError, OSError):
+                skipped.append(label(item))
+        return out
+
+    config: dict[str, Any] = CFSNode.dump(root)
+    config["storage_objects"] = each(root.storage_objects, lambda so: f"{so.plugin}/{so.name}")
+    config["targets"] = []
+    for target in root.targets:
+        try:
+            config["targets"].append(target.dump())
+            continue
+        except (RTSLibError, OSError):
+            pass
+        tpgs = []
+        for tpg in target.tpgs:
+            try:
+                tpgs.append(tpg.dump())
+                continue
+            except (RTSLibError, OSError):
+                pass
+            where = f"{target.wwn}/tpg{tpg.tag}"
+            d = CFSNode.dump(tpg)
+            d.update(tag=tpg.tag, enable=tpg.enable,
+                     luns=each(tpg.luns, lambda lun, w=where: f"{w}/lun{lun.lun}"),
+                     portals=each(tpg.network_portals, lambda np: str(np)),
+                     node_acls=each(tpg.node_acls, lambda acl: str(acl)))
+            tpgs.append(d)
+        config["targets"].append({**CFSNode.dump(target), "wwn": target.wwn,
+                                  "fabric": target.fabric_module.name, "tpgs": tpgs})
+    config["fabric_modules"] = [f.dump() for f in root.fabric_modules
+                                if f.has_feature("discovery_auth") and f.discovery_enable_auth]
+    return config, skipped
+
+
 def save_atomically(config: dict[str, Any], path: str) -> None:
     """Write ``config`` as ``path``: temp file, fsync, previous file kept as ``.bak``, rename,
     directory fsync. A crash at any point leaves either the old or the new file in place."""

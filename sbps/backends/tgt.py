@@ -18,12 +18,14 @@ Mapping (tgt has no storage objects separate from LUNs):
   by backing path, as for LIO. tgt does not print vendor or product id back: ``read()``
   reports ``LIO-ORG`` and the name, which is what ``CreateLun`` set.
 - TPG attributes are reported in LIO's words, derived from tgt state: ``generate_node_acls``
-  and ``cache_dynamic_acls`` are 1 when the ACL holds ``ALL`` (setting 0 binds
-  ``target.initiators`` instead); ``demo_mode_write_protect`` is 1 when every marked LUN is
-  read-only; ``authentication`` is 1 when a CHAP account is bound (setting 1 binds
-  ``target.chap_user_file``/``chap_secret_file``; tgt takes the secret on its command line, so
-  it is briefly visible in the process table). ``SetTpgEnabled`` sets the target state
-  ``ready``/``offline`` (offline refuses logins); a new target starts offline with no ACL.
+  and ``cache_dynamic_acls`` are 1 when the ACL holds ``ALL`` (setting 1 binds ``ALL``,
+  setting 0 unbinds it); ``demo_mode_write_protect`` is 1 when every marked LUN is
+  read-only; ``authentication`` is 1 when a CHAP account is bound (``SetAuth`` binds it;
+  setting the attribute to 1 only checks that it is there). ``SetTpgEnabled`` sets the
+  target state ``ready``/``offline`` (offline refuses logins); a new target starts offline
+  with no ACL.
+- Node ACLs are initiator names (or addresses) bound to the target, and CHAP is per target;
+  there is no LUN masking per initiator: see ``sbps.backends.tgt_access``.
 - Portals are global in tgtd (``--mode portal``), shared with any other target.
 - ``commit()`` does nothing: tgtd keeps no configuration across restarts, and the
   reconciler rebuilds the target from the verified cache on its first pass.
@@ -50,9 +52,9 @@ watches bytes read and data commands.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from sbps.backends.tgt_access import TgtAccess
 from sbps.backends.tgtadm import Tgtadm, TgtTarget
 from sbps.backends.tgtmap import (
     Counters,
@@ -64,26 +66,31 @@ from sbps.backends.tgtmap import (
     lun_size,
     marked,
     parse_portal,
-    read_chap,
     storage_of,
 )
 from sbps.errors import BackendError
 from sbps.model import (
     VENDOR,
     Action,
+    Chap,
+    CreateAcl,
     CreateLun,
     CreateStorageObject,
     CreateTarget,
+    DeleteAcl,
     DeleteLun,
     DeleteStorageObject,
     Lun,
     LunStats,
+    MapLun,
     Portal,
+    SetAuth,
     SetPortals,
     SetTpgAttributes,
     SetTpgEnabled,
     StorageObject,
     TargetState,
+    UnmapLun,
 )
 
 if TYPE_CHECKING:
@@ -99,13 +106,10 @@ class TgtBackend:
 
     name = "tgt"
 
-    def __init__(self, iqn: str, tgtadm: Tgtadm, *, initiators: Iterable[str] = (),
-                 chap_user_file: str = "", chap_secret_file: str = "") -> None:
+    def __init__(self, iqn: str, tgtadm: Tgtadm) -> None:
         self.iqn = iqn
         self.tgtadm = tgtadm
-        self.initiators = tuple(i for i in initiators if i != "ALL")
-        self.chap_user_file = chap_user_file
-        self.chap_secret_file = chap_secret_file
+        self.access = TgtAccess(iqn, tgtadm, lambda args, op, obj: self._run(args, op, obj))
         self._pending: dict[str, StorageObject] = {}
         self._counters = Counters()
 
@@ -141,7 +145,8 @@ class TgtBackend:
             self.iqn, exists=True, tpg_enabled=ours.state == "ready", portals=portals,
             storage_objects=tuple(sorted(stores.values(), key=lambda s: s.name)),
             luns=tuple(sorted(luns, key=lambda lun: lun.index)),
-            attributes=attributes(ours), foreign=foreign)
+            attributes=attributes(ours), foreign=foreign, acls=self.access.acls(ours),
+            chap=self.access.chap(ours))
 
     def sessions(self) -> tuple[str, ...]:
         ours, _ = self._ours()
@@ -176,6 +181,12 @@ class TgtBackend:
             self._create_lun(action.lun)
         elif isinstance(action, DeleteLun):
             self._delete_lun(action.index)
+        elif isinstance(action, (CreateAcl, DeleteAcl, MapLun, UnmapLun, SetAuth)):
+            ours, _ = self._ours()
+            if ours is None:
+                raise BackendError(action.kind, self.iqn, "the target does not exist",
+                                   temporary=True, code="tgt_no_target")
+            self.access.apply(ours, action)
         elif isinstance(action, DeleteStorageObject):
             self._pending.pop(action.name, None)
             ours, _ = self._ours()
@@ -232,16 +243,11 @@ class TgtBackend:
                                temporary=True, code="tgt_no_target")
         tid = str(ours.tid)
         if key == "generate_node_acls":
-            want = ("ALL",) if value == "1" else self.initiators
-            if not want:
-                raise BackendError("set ACL", self.iqn, "target.initiators lists no "
-                                   "initiator for ACL mode", code="config")
-            for entry in sorted(set(want) - set(ours.acl)):
-                self._run(["--mode", "target", "--op", "bind", "--tid", tid, *acl_args(entry)],
-                          "bind", entry)
-            for entry in sorted(set(ours.acl) - set(want)):
-                self._run(["--mode", "target", "--op", "unbind", "--tid", tid, *acl_args(entry)],
-                          "unbind", entry)
+            # ALL is tgt's generated ACL; named initiators are CreateAcl/DeleteAcl's.
+            if (value == "1") != ("ALL" in ours.acl):
+                op = "bind" if value == "1" else "unbind"
+                self._run(["--mode", "target", "--op", op, "--tid", tid, *acl_args("ALL")],
+                          op, "ALL")
         elif key == "demo_mode_write_protect":
             if value != "1":
                 raise BackendError("set attribute", self.iqn, "sbps LUNs are always "
@@ -252,25 +258,13 @@ class TgtBackend:
                                "--lun", str(lu.index), "--params", "readonly=1"],
                               "set read-only", f"LUN {lu.index}")
         elif key == "authentication":
-            self._set_chap(ours, value == "1")
+            # Accounts are bound by SetAuth (planned first); here only the two must agree.
+            if value == "1" and not ours.accounts:
+                raise BackendError("set attribute", self.iqn, "authentication=1 needs a CHAP "
+                                   "account bound to the target (SetAuth)", code="config")
+            if value == "0" and ours.accounts:
+                self.access.apply(ours, SetAuth(None, Chap(), reason="authentication=0"))
         # cache_dynamic_acls has no tgt equivalent: it follows generate_node_acls.
-
-    def _set_chap(self, ours: TgtTarget, enabled: bool) -> None:
-        tid = str(ours.tid)
-        for user in ours.accounts:
-            self._run(["--mode", "account", "--op", "unbind", "--tid", tid, "--user", user],
-                      "unbind account", user)
-        if not enabled:
-            return
-        user, secret = read_chap(self.chap_user_file, self.chap_secret_file)
-        if user in self.tgtadm.accounts():
-            # The secret cannot be read back: re-create the account to apply the file.
-            self._run(["--mode", "account", "--op", "delete", "--user", user],
-                      "delete account", user)
-        self._run(["--mode", "account", "--op", "new", "--user", user, "--password", secret],
-                  "create account", user)
-        self._run(["--mode", "account", "--op", "bind", "--tid", tid, "--user", user],
-                  "bind account", user)
 
     def _create_lun(self, lun: Lun) -> None:
         obj = f"LUN {lun.index} ({lun.storage_object})"
@@ -321,5 +315,4 @@ class TgtBackend:
 
 def from_config(cfg: Config, iqn: str) -> TgtBackend:
     t = cfg.target
-    return TgtBackend(iqn, Tgtadm(t.tgtadm, t.tgt_control_port), initiators=t.initiators,
-                      chap_user_file=t.chap_user_file, chap_secret_file=t.chap_secret_file)
+    return TgtBackend(iqn, Tgtadm(t.tgtadm, t.tgt_control_port))

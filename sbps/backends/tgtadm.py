@@ -51,6 +51,8 @@ class TgtTarget:
     accounts: tuple[str, ...]
     """Incoming CHAP accounts bound to the target (outgoing ones are not listed)."""
     acl: tuple[str, ...]
+    outgoing: tuple[str, ...] = ()
+    """The outgoing account (mutual CHAP: the target proves itself), if bound."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ def _parse_target(lines: list[str]) -> TgtTarget:
     nexus: list[Nexus] = []
     luns: list[dict[str, str]] = []
     accounts: list[str] = []
+    outgoing: list[str] = []
     acl: list[str] = []
     section = ""
     for line in lines[1:]:
@@ -165,12 +168,16 @@ def _parse_target(lines: list[str]) -> TgtTarget:
                 luns.append({"LUN": value})
             elif luns:
                 luns[-1][key] = value
-        elif section == "Account information" and not text.endswith("(outgoing)"):
-            accounts.append(text)
+        elif section == "Account information":
+            if text.endswith("(outgoing)"):
+                outgoing.append(text.removesuffix("(outgoing)").strip())
+            else:
+                accounts.append(text)
         elif section == "ACL information":
             acl.append(text)
     return TgtTarget(int(head), name.strip(), state, tuple(nexus),
-                     tuple(_lun(fields) for fields in luns), tuple(accounts), tuple(acl))
+                     tuple(_lun(fields) for fields in luns), tuple(accounts), tuple(acl),
+                     tuple(outgoing))
 
 
 def _lun(fields: dict[str, str]) -> TgtLun:

@@ -2,8 +2,8 @@
 
 Owns the conventions the tgt backend relies on: which LUNs carry sbps's mark, how a LUN is
 named as a storage object, how tgt's ACL, CHAP and read-only state read as LIO TPG
-attributes, what tgt accepts in ``--params``, reading CHAP files (never logging the secret),
-and per-LUN counters that survive session logouts. Must not run ``tgtadm``.
+attributes, what tgt accepts in ``--params``, and per-LUN counters that survive session
+logouts. Must not run ``tgtadm``.
 """
 
 from __future__ import annotations
@@ -109,23 +109,3 @@ def checked(so: StorageObject) -> StorageObject:
         raise BackendError("create storage object", so.name, f"backing file {so.path} is "
                            "not a regular file", code="no_backing_file")
     return so
-
-
-def read_chap(user_file: str, secret_file: str) -> tuple[str, str]:
-    if not user_file or not secret_file:
-        raise BackendError("enable CHAP", "target.chap_user_file", "CHAP needs both "
-                           "target.chap_user_file and target.chap_secret_file", code="config")
-    values = []
-    for path in (user_file, secret_file):
-        try:
-            values.append(Path(path).read_text().strip())
-        except OSError as exc:
-            raise BackendError("enable CHAP", path, f"cannot read: {exc.strerror}",
-                               code="config") from exc
-    user, secret = values
-    if not _PARAM_RE.match(user) or not 12 <= len(secret) <= 255 or any(
-            c.isspace() for c in secret):
-        raise BackendError("enable CHAP", user_file, "the user must be a plain name and the "
-                           "secret (not shown) 12..255 characters without spaces",
-                           code="config")
-    return user, secret

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import logging
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +25,7 @@ from typing import Any, BinaryIO
 
 from sbps.errors import InputError, VerificationError
 from sbps.model import ArtifactType, S3Url
-from sbps.s3 import S3, parse_url, translate
+from sbps.s3 import S3, NotFound, parse_url, translate
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 OBJECT_NAMES = {ArtifactType.ROOTFS: "rootfs", ArtifactType.KERNEL: "kernel",
                 ArtifactType.INITRD: "initrd", ArtifactType.BOOT_PARAMETERS: "boot_parameters"}
 MANIFEST_TYPE = "application/json"
+#: ``progress(object url, bytes sent, total bytes)``, called after each part.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class UploadResult:
     manifest_url: S3Url
     manifest_etag: str
     artifacts: tuple[UploadedArtifact, ...]
+    #: Objects found intact in S3 and not uploaded again (``reuse=True``).
+    reused: tuple[str, ...] = ()
 
     def artifact(self, kind: ArtifactType) -> UploadedArtifact:
         for art in self.artifacts:
@@ -94,10 +101,14 @@ def _verify(url: S3Url, got: str, want: str, what: str) -> None:
 class _Uploader:
     """Per-call state: the client, the size policy and the image being written."""
 
-    def __init__(self, s3: S3, threshold: int, part_size: int) -> None:
+    def __init__(self, s3: S3, threshold: int, part_size: int, *, reuse: bool = False,
+                 progress: Progress | None = None) -> None:
         self.s3 = s3
         self.threshold = threshold
         self.part_size = part_size
+        self.reuse = reuse
+        self.progress = progress
+        self.reused: list[str] = []
 
     def call(self, operation: str, url: S3Url, **kwargs: Any) -> Any:
         try:
@@ -130,6 +141,8 @@ class _Uploader:
                 _verify(url, str(r["ETag"]).strip('"'), digest.hexdigest(), f"part {number}")
                 part_md5s.append(digest.digest())
                 parts.append({"PartNumber": number, "ETag": r["ETag"]})
+                if self.progress is not None:
+                    self.progress(str(url), fh.tell(), os.fstat(fh.fileno()).st_size)
             r = self.call("complete_multipart_upload", url, UploadId=upload_id,
                           MultipartUpload={"Parts": parts})
         except BaseException:
@@ -147,6 +160,35 @@ class _Uploader:
             log.warning("cannot abort multipart upload", extra={
                 "object": str(url), "upload_id": upload_id, "error": str(exc)})
 
+    def expected(self, fh: BinaryIO, size: int) -> tuple[str, str, int]:
+        """The ETag, MD5 and part count an upload of ``fh`` with this policy gives."""
+        whole = hashlib.md5()
+        if size <= self.threshold:
+            whole.update(fh.read())
+            return whole.hexdigest(), whole.hexdigest(), 0
+        part_md5s = []
+        while chunk := fh.read(self.part_size):
+            whole.update(chunk)
+            part_md5s.append(hashlib.md5(chunk).digest())
+        return multipart_etag(part_md5s), whole.hexdigest(), len(part_md5s)
+
+    def intact(self, kind: ArtifactType, url: S3Url, fh: BinaryIO,
+               size: int) -> UploadedArtifact | None:
+        """The object already in S3 if it holds exactly these bytes (size and ETag)."""
+        try:
+            info = self.s3.head(url)
+        except NotFound:
+            return None
+        if info.size != size:
+            return None
+        etag, md5, parts = self.expected(fh, size)
+        fh.seek(0)
+        if info.etag != etag:
+            return None
+        self.reused.append(str(url))
+        log.info("reusing intact object", extra={"object": str(url), "etag": etag})
+        return UploadedArtifact(kind, url, etag, md5, size, parts)
+
     def put_file(self, kind: ArtifactType, url: S3Url, path: Path) -> UploadedArtifact:
         try:
             fh = path.open("rb")
@@ -154,6 +196,8 @@ class _Uploader:
             raise InputError(str(path), kind.value, f"cannot read: {exc.strerror}") from exc
         with fh:
             size = path.stat().st_size
+            if self.reuse and (same := self.intact(kind, url, fh, size)) is not None:
+                return same
             if size > self.threshold:
                 if -(-size // self.part_size) > MAX_PARTS:
                     raise InputError(str(path), "part_size",
@@ -162,6 +206,8 @@ class _Uploader:
                 etag, md5, parts = self.put_multipart(url, fh)
                 return UploadedArtifact(kind, url, etag, md5, size, parts)
             etag, md5 = self.put_single(url, fh.read())
+        if self.progress is not None:
+            self.progress(str(url), size, size)
         return UploadedArtifact(kind, url, etag, md5, size)
 
 
@@ -176,11 +222,14 @@ def manifest_document(artifacts: tuple[UploadedArtifact, ...], created: datetime
 def upload_image(s3: S3, bucket: str, image_id: str, rootfs: Path, *,
                  kernel: Path | None = None, initrd: Path | None = None,
                  boot_parameters: str | None = None, multipart_threshold: int = 64 * MiB,
-                 part_size: int = 16 * MiB) -> UploadResult:
+                 part_size: int = 16 * MiB, reuse: bool = False,
+                 progress: Progress | None = None) -> UploadResult:
     """Upload the artifacts under ``<bucket>/<image id>/`` and then ``manifest.json``.
 
     Files larger than ``multipart_threshold`` go up in ``part_size`` parts. Any failure
     raises (sbps.errors) before the manifest is written; objects already written stay.
+    ``reuse`` skips an artifact already in S3 with the same size and the ETag these bytes
+    would get (what a re-run after a failure finds); ``UploadResult.reused`` lists them.
     """
     check_image_id(image_id)
     if part_size < MIN_PART_SIZE:
@@ -197,7 +246,7 @@ def upload_image(s3: S3, bucket: str, image_id: str, rootfs: Path, *,
     for kind, path in files.items():
         if path is not None and not Path(path).is_file():
             raise InputError(str(path), kind.value, "is not a regular file")
-    up = _Uploader(s3, multipart_threshold, part_size)
+    up = _Uploader(s3, multipart_threshold, part_size, reuse=reuse, progress=progress)
     written: list[UploadedArtifact] = []
     for kind, path in files.items():
         if path is None:
@@ -209,12 +258,15 @@ def upload_image(s3: S3, bucket: str, image_id: str, rootfs: Path, *,
     if boot_parameters is not None:
         url = S3Url(bucket, f"{image_id}/{OBJECT_NAMES[ArtifactType.BOOT_PARAMETERS]}")
         body = boot_parameters.encode("utf-8")
-        etag, md5 = up.put_single(url, body)
-        written.append(UploadedArtifact(ArtifactType.BOOT_PARAMETERS, url, etag, md5,
-                                        len(body)))
+        kind = ArtifactType.BOOT_PARAMETERS
+        same = up.intact(kind, url, io.BytesIO(body), len(body)) if reuse else None
+        if same is None:
+            etag, md5 = up.put_single(url, body)
+            same = UploadedArtifact(kind, url, etag, md5, len(body))
+        written.append(same)
     artifacts = tuple(written)
     manifest_etag, _ = up.put_single(base, manifest_document(artifacts, datetime.now(UTC)),
                                     MANIFEST_TYPE)
     log.info("uploaded manifest", extra={"image_id": image_id, "object": str(base),
                                          "etag": manifest_etag})
-    return UploadResult(image_id, base, manifest_etag, artifacts)
+    return UploadResult(image_id, base, manifest_etag, artifacts, tuple(up.reused))

@@ -58,7 +58,7 @@ class Catalog:
         self.bucket = config.s3.bucket
         self.ims = ims
         self._run = S3Runner(s3, executor, concurrency)
-        self._rootfs = RootfsTracker(self._run)
+        self._rootfs = RootfsTracker(self._run, config.target.tenant_label)
         self._pe = PeTracker(self._run, PeMode(config.target.pe_identity))
         self._clock = clock
         self._listing: _Listing | None = None

@@ -1,4 +1,4 @@
-"""Async IMS client: list and read image records, set or remove a metadata label.
+"""Async IMS client: list, read and create image records, set links and metadata labels.
 
 Owns the HTTP exchange with IMS (aiohttp): URL, timeout, TLS, bearer token, and retries
 with exponential backoff and jitter on connection errors, timeouts, 5xx and unreadable
@@ -135,6 +135,27 @@ class ImsClient:
             change["value"] = value
         return await self.request("PATCH", f"{self.url}/{check_id(image_id)}",
                                   body={"metadata": change})
+
+    async def create_image(self, name: str, arch: str, link: dict[str, str] | None = None,
+                           metadata: dict[str, str] | None = None) -> Any:
+        """POST a new image record; IMS assigns its id. Returns the record as JSON.
+
+        Not retried: a POST whose answer was lost may have created a record, and a
+        second one would duplicate it (callers find it again by name and metadata).
+        """
+        if not name or any(ord(c) < 32 for c in name):
+            raise ValueError(f"image name {name!r} is empty or has control characters")
+        body: dict[str, Any] = {"name": name, "arch": arch}
+        if link is not None:
+            body["link"] = link
+        if metadata is not None:
+            body["metadata"] = metadata
+        return await self._once("POST", self.url, body)
+
+    async def set_link(self, image_id: str, link: dict[str, str]) -> Any:
+        """PATCH the record's ``link`` (``{path, etag, type}``) to point at a manifest."""
+        return await self.request("PATCH", f"{self.url}/{check_id(image_id)}",
+                                  body={"link": link})
 
     async def request(self, method: str, url: str, *, body: Any = None) -> Any:
         """One request with retries; returns the decoded JSON body (None when empty)."""

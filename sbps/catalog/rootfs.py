@@ -80,8 +80,9 @@ def _same(a: str, b: str) -> bool:
 
 
 class RootfsTracker:
-    def __init__(self, run: S3Runner) -> None:
+    def __init__(self, run: S3Runner, tenant_label: str = "sbps-tenant") -> None:
         self.run = run
+        self.tenant_label = tenant_label
         self.entries: dict[str, _Entry] = {}
 
     def forget(self, ims_id: str) -> None:
@@ -124,7 +125,8 @@ class RootfsTracker:
         fresh = DesiredImage(
             identity=identity.rootfs(url, etag), kind=ImageKind.ROOTFS, source=entry.head,
             name=record.name, ims_id=record.ims_id, arch=record.arch, md5=entry.md5,
-            manifest=record.manifest, manifest_etag=record.manifest_etag)
+            manifest=record.manifest, manifest_etag=record.manifest_etag,
+            tenant=record.metadata.get(self.tenant_label, "").strip() or None)
         return self._answer(entry, fresh, None, degraded)
 
     def _answer(self, entry: _Entry, fresh: DesiredImage | None, problem: Problem | None,

@@ -8,9 +8,11 @@ for it to go idle. Must not touch the target directly.
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 from sbps.cli._api import add_common, api, dump
+from sbps.cli.image import add_image_command
 
 ACTIONS = {"hold": "never retire this image's LUN until released",
            "release": "undo hold",
@@ -19,19 +21,16 @@ ACTIONS = {"hold": "never retire this image's LUN until released",
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("image", help="act on one image version")
-    isub = p.add_subparsers(dest="image_command", metavar="ACTION")
-    isub.required = True
-    add_admin_actions(isub)
-
-
-def add_admin_actions(isub: Any) -> None:
-    """Also usable by another ``image`` module that adds build/check/label/promote."""
+    """Join the ``image`` group that ``sbps.cli.image`` owns."""
     for action, text in ACTIONS.items():
-        a = isub.add_parser(action, help=text)
-        a.add_argument("key", help="the image key (product id, 15 hex digits)")
-        add_common(a)
-        a.set_defaults(func=_act, action=action)
+        add_image_command(sub, action, functools.partial(_add, action, text))
+
+
+def _add(action: str, text: str, isub: Any) -> None:
+    a = isub.add_parser(action, help=text)
+    a.add_argument("key", help="the image key (product id, 15 hex digits)")
+    add_common(a)
+    a.set_defaults(func=_act, action=action)
 
 
 def _act(args: argparse.Namespace) -> int:

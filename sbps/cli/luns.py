@@ -4,9 +4,10 @@ Owns these subcommands only; the registry belongs to ``sbps.claims``. The daemon
 in ``reconcile.state_dir`` is read but never written here (the daemon owns it), except by
 ``release`` in hash mode, where the journal is the registry.
 
-``verify`` compares exported LUNs with their claims. Until the target backend can be read
-from here, the exported map is taken from the journal (the claims this worker holds) or
-from ``--exported FILE`` (JSON object: LUN id -> digest or backstore name).
+``verify`` compares exported LUNs with their claims. The exported map is the live LUN
+table the running marshal reports (``GET /v1/target``), or ``--exported FILE`` (JSON
+object: LUN id -> digest or backstore name); with no daemon to ask, it falls back to the
+claims this worker holds in its journal, and says so.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import json
 import socket
 import sys
 import time
+import urllib.request
 from dataclasses import asdict
 from typing import Any
 
 from sbps.claims import Allocation, ClaimRegistry, Settings, is_free, journal_path
+from sbps.cli._api import default_url
 from sbps.config import Config, load
 from sbps.errors import InputError
 from sbps.model import Claim
@@ -37,6 +40,8 @@ def register(sub: Any) -> None:
                           "their claims (exit 1 on problems)")
     ver.add_argument("--exported", metavar="FILE", help="JSON map of exported LUN ids to "
                      "digests or backstore names (default: the claims this worker holds)")
+    ver.add_argument("--url", help="the marshal's API (default: from the state directory "
+                     "or http.bind/http.port)")
     ver.add_argument("--json", action="store_true", help="machine-readable output")
     ver.set_defaults(func=_verify)
     rel = lsub.add_parser("release", help="release an orphaned claim (refused while held)")
@@ -104,13 +109,29 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exported(args: argparse.Namespace, reg: ClaimRegistry) -> dict[int, str]:
+def _live(args: argparse.Namespace) -> dict[int, str] | None:
+    """LUN id -> backstore name from the running marshal, or None if it cannot be asked."""
+    url = (args.url or default_url(load(args.config).config)).rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{url}/v1/target", timeout=10) as r:
+            doc = json.loads(r.read())
+        return {int(lun["lun_id"]): str(lun["key"]) for lun in doc["luns"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"sbpsctl luns verify: cannot read the live target from {url} ({exc}); "
+              "checking the claims held in the journal instead", file=sys.stderr)
+        return None
+
+
+def _exported(args: argparse.Namespace, reg: ClaimRegistry) -> tuple[dict[int, str], str]:
     if not args.exported:
-        return {lun_id: digest for digest, lun_id in reg.held().items()}
+        live = _live(args)
+        if live is not None:
+            return live, "target"
+        return {lun_id: digest for digest, lun_id in reg.held().items()}, "journal"
     try:
         with open(args.exported, encoding="utf-8") as fh:
             raw = json.load(fh)
-        return {int(k): str(v) for k, v in raw.items()}
+        return {int(k): str(v) for k, v in raw.items()}, args.exported
     except (OSError, ValueError, AttributeError) as exc:
         raise InputError(args.exported, "exported", f"expected a JSON object of LUN id to "
                          f"digest: {exc}") from exc
@@ -118,11 +139,11 @@ def _exported(args: argparse.Namespace, reg: ClaimRegistry) -> dict[int, str]:
 
 def _verify(args: argparse.Namespace) -> int:
     reg = _registry(args)
-    exported = _exported(args, reg)
+    exported, source = _exported(args, reg)
     problems = reg.verify(exported)
     if args.json:
         print(json.dumps({"host": reg.hostname, "exported": len(exported),
-                          "exported_source": args.exported or "journal",
+                          "exported_source": source,
                           "problems": [asdict(p) for p in problems]}, indent=1))
     else:
         for p in problems:

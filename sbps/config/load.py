@@ -242,17 +242,37 @@ def _cross_checks(v: dict[str, Any], sources: Mapping[str, str]) -> None:
     if v["target.lun_min"] > v["target.lun_max"]:
         fail("target.lun_max", f"must not be below target.lun_min ({v['target.lun_min']})")
     if v["target.lun_max"] > 255 and v["target.access"] == "acl":
-        fail("target.lun_max", "at most 255 with target.access = acl (explicit ACLs map "
-             "LUN numbers up to 255 only)")
+        fail("target.lun_max", "at most 255 with target.access = acl (in acl mode the mapped "
+             "LUN number equals the LUN id, and explicit ACLs map numbers up to 255 only)")
     if v["target.lun_max"] > 255 and v["target.backend"] == "tgt":
         fail("target.lun_max", "at most 255 with target.backend = tgt (tgt addresses higher "
              "ids in flat space)")
     if v["target.backend"] == "tgt" and v["target.access"] == "acl" \
             and not v["target.initiators"]:
         fail("target.initiators", "required with target.access = acl on target.backend = tgt")
+    if v["target.backend"] == "tgt" and v["target.access"] == "acl" \
+            and v["target.tenant_map_file"]:
+        fail("target.tenant_map_file", "not with target.backend = tgt: tgt binds initiators "
+             "per target and cannot mask LUNs per initiator, so tenants cannot be kept apart; "
+             "use target.backend = lio, or target.initiators alone")
+    if v["target.backend"] == "lio" and v["target.access"] == "acl" \
+            and not v["target.initiators"] and not v["target.tenant_map_file"]:
+        fail("target.initiators", "target.initiators or target.tenant_map_file is required "
+             "with target.access = acl (otherwise no initiator may log in)")
+    if v["target.backend"] == "lio":
+        for entry in v["target.initiators"]:
+            if not entry.startswith(("iqn.", "eui.", "naa.")):
+                fail("target.initiators", "initiator names (iqn./eui./naa.) or prefixes "
+                     "ending in * with target.backend = lio (LIO ACLs are per name)")
     if bool(v["target.chap_user_file"]) != bool(v["target.chap_secret_file"]):
         fail("target.chap_secret_file", "target.chap_user_file and target.chap_secret_file "
              "go together")
+    if bool(v["target.chap_mutual_user_file"]) != bool(v["target.chap_mutual_secret_file"]):
+        fail("target.chap_mutual_secret_file", "target.chap_mutual_user_file and "
+             "target.chap_mutual_secret_file go together")
+    if v["target.chap_mutual_user_file"] and not v["target.chap_user_file"]:
+        fail("target.chap_mutual_user_file", "mutual CHAP needs one-way CHAP too "
+             "(target.chap_user_file and target.chap_secret_file)")
     if v["catalog.auth"] == "token-file" and not v["catalog.token_file"]:
         fail("catalog.token_file", "required with catalog.auth = token-file")
     if v["dns.mode"] == "rfc2136" and not v["dns.tsig_key_file"]:

@@ -134,7 +134,8 @@ class TargetConfig:
                                alias="LIO_SAVE_FILE")
     portals: tuple[str, ...] = opt((), "Portals as address[:port]; empty: 0.0.0.0 on port.")
     port: int = opt(3260, "Default iSCSI port of the portals.", min=1, max=65535)
-    access: str = opt("open", "open: any initiator, read-only; acl: listed initiators only.",
+    access: str = opt("open", "open: any initiator, read-only (generated ACLs); acl: one node "
+                      "ACL per allowed initiator, mapping only the images it may read.",
                       choices=("open", "acl"))
     pe_identity: str = opt("legacy", "PE identity key: legacy (path only, as field clients "
                            "expect) or content (path and etag).", choices=("legacy", "content"))
@@ -151,13 +152,30 @@ class TargetConfig:
     tgtadm: str = opt("tgtadm", "tgtadm program for backend = tgt.", kind="path")
     tgt_control_port: int = opt(0, "tgtd control port (tgtadm -C) for backend = tgt.", min=0,
                                 max=1024)
-    initiators: tuple[str, ...] = opt((), "Initiators allowed with access = acl on backend = "
-                                      "tgt: initiator names (iqn./eui./naa.) or addresses "
-                                      "(a.b.c.d or a CIDR).")
+    initiators: tuple[str, ...] = opt((), "access = acl: initiators that may read untenanted "
+                                      "images: names (iqn./eui./naa.) or name prefixes "
+                                      "ending in * (expanded against the tenant map's "
+                                      "nodes); on backend = tgt also addresses (a.b.c.d "
+                                      "or a CIDR).")
+    tenant_label: str = opt("sbps-tenant", "IMS metadata key naming the tenant that owns an "
+                            "image; only that tenant's initiators may read it (access = acl).")
+    tenant_map_file: str = opt("", "TOML or JSON file mapping tenants to initiator names or "
+                               "prefixes (and optional per-tenant CHAP files); re-read when "
+                               "it changes. Not with backend = tgt. See docs/access.md.",
+                               kind="path")
+    untenanted: str = opt("shared", "Untenanted images (no tenant label): shared with every "
+                          "allowed initiator, or listed in target.initiators only.",
+                          choices=("shared", "listed"))
     chap_user_file: str = opt("", "File holding the CHAP user name; empty: no CHAP.",
                               kind="path")
     chap_secret_file: str = opt("", "File holding the CHAP secret (12..255 characters).",
                                 kind="path", secret_path=True)
+    chap_mutual_user_file: str = opt("", "File holding the mutual CHAP user name (the target "
+                                     "proves itself to the initiator); empty: one-way CHAP.",
+                                     kind="path")
+    chap_mutual_secret_file: str = opt("", "File holding the mutual CHAP secret (12..255 "
+                                       "characters, not the one-way secret).", kind="path",
+                                       secret_path=True)
 
 
 @dataclass(frozen=True)

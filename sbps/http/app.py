@@ -26,6 +26,7 @@ from sbps.config import HttpConfig
 from sbps.errors import ConfigError, SbpsError
 from sbps.http import admin, catalog
 from sbps.http.auth import admin as guarded
+from sbps.http.auth import is_admin
 from sbps.http.deps import DEPS, SPEC, HttpDeps
 from sbps.http.errors import ApiError, from_sbps_error, json_errors
 from sbps.http.source import Rendered, Status
@@ -116,22 +117,36 @@ async def readyz(request: web.Request) -> web.Response:
                              status=503 if reasons else 200)
 
 
-def _catalog(status: Status) -> Rendered:
-    return Rendered.of(catalog.encode(catalog.catalog(status)))
+def _viewer(request: web.Request) -> tuple[str, catalog.Keep | None]:
+    """With access control on, an initiator sees only its images: it names itself with
+    ``?initiator=IQN`` (or ``X-SBPS-Initiator``); the admin token sees everything. This is
+    a view for clients, not a security boundary: the target's ACLs and CHAP are."""
+    deps = request.app[DEPS]
+    allowed = deps.allowed
+    if allowed is None or is_admin(request, deps.token):
+        return "", None
+    who = request.query.get("initiator") or request.headers.get("X-SBPS-Initiator") or None
+    return f"@{who or ''}", lambda tenant: allowed(tenant, who)
 
 
 async def images(request: web.Request) -> web.Response:
-    return await _conditional(request, "catalog", _catalog)
+    view, keep = _viewer(request)
+
+    def build(status: Status) -> Rendered:
+        return Rendered.of(catalog.encode(catalog.catalog(status, keep=keep)))
+
+    return await _conditional(request, f"catalog{view}", build)
 
 
 async def image(request: web.Request) -> web.Response:
     ident = request.match_info["id"]
+    view, keep = _viewer(request)
 
     def build(status: Status) -> Rendered:
-        doc = catalog.catalog(status, match=ident)
+        doc = catalog.catalog(status, match=ident, keep=keep)
         return Rendered.of(catalog.encode(doc), found=bool(doc["images"]))
 
-    return await _conditional(request, f"image:{ident}", build)
+    return await _conditional(request, f"image:{ident}{view}", build)
 
 
 async def target(request: web.Request) -> web.Response:

@@ -93,6 +93,13 @@ def check(request: web.Request, token: str) -> None:
                        field="Authorization", headers=_CHALLENGE)
 
 
+def is_admin(request: web.Request, token: str) -> bool:
+    """Whether the request carries the right admin token (no error, no log otherwise)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
+                                                              token.encode())
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

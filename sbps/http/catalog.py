@@ -9,6 +9,7 @@ pass) goes into the catalog. Must not do I/O; the handlers serve what these retu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,14 +62,21 @@ def portals(target: TargetState | None) -> list[str]:
     return sorted(str(p) for p in target.portals) if target else []
 
 
-def entries(status: Status) -> list[dict[str, Any]]:
+#: ``keep(tenant)``: whether the requester may see an image of that tenant (None: all).
+Keep = Callable[[str | None], bool]
+
+
+def entries(status: Status, keep: Keep | None = None) -> list[dict[str, Any]]:
     storage = status.target.storage_by_name() if status.target else {}
-    return [entry(s, storage) for s in status.images if s.state in LISTED]
+    return [entry(s, storage) for s in status.images if s.state in LISTED
+            and (keep is None or keep(s.image.tenant if s.image else None))]
 
 
-def catalog(status: Status, match: str | None = None) -> dict[str, Any]:
-    """The catalog; with ``match``, only the entries whose key or IMS id equals it."""
-    items = entries(status)
+def catalog(status: Status, match: str | None = None, keep: Keep | None = None
+            ) -> dict[str, Any]:
+    """The catalog; with ``match``, only the entries whose key or IMS id equals it; with
+    ``keep``, only the images the requester may read (access control)."""
+    items = entries(status, keep)
     if match is not None:
         items = [e for e in items if match in (e["key"], e["ims_id"])]
     return {"iqn": status.iqn, "backend": status.backend, "portals": portals(status.target),

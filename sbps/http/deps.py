@@ -60,6 +60,8 @@ class HttpDeps:
     bootparams: BootParams | None = None
     claims_held: Callable[[], Mapping[str, int]] | None = None
     set_log_level: Callable[[str], None] = set_level
+    allowed: Callable[[str | None, str | None], bool] | None = None
+    """``allowed(tenant, initiator)`` in ``target.access = acl`` mode; None lists all."""
     notify_secret: str | None = None
     """Shared secret in the S3 notification path; None disables the endpoint."""
 

@@ -62,9 +62,34 @@ def test_api_catalog_metrics_and_admin(make_worker: Callable[..., Worker],
     line = next(x for x in metrics.splitlines()
                 if x.startswith("iscsi_read_mbytes{") and f'lun="{lun}"' in x)
     assert float(line.split()[-1]) >= 5
+    w.emulation.control.add_session(w.iqn, "iqn.2026-01.test:node7")
+    get(f"{url}/v1/reconcile?wait=1", token=token, method="POST")
+    metrics = get(f"{url}/metrics")[1].decode()
+    assert f'sbps_sessions{{target="{w.iqn}"}} 1.0' in metrics, metrics[-3000:]
     assert get(f"{url}/debug/config")[0] == 401
     cfg_status, cfg_body = get(f"{url}/debug/config", token=token)
     assert cfg_status == 200
     assert SECRET_KEY.encode() not in cfg_body and token.encode() not in cfg_body
     assert get(f"{url}/readyz")[0] == 200
+    assert w.stop() == 0
+
+
+def test_luns_verify_checks_the_live_target(make_worker: Callable[..., Worker],
+                                            ims_server: IMSServer,
+                                            upload_ims_image: Callable[..., Any]) -> None:
+    import subprocess
+    import sys
+
+    for name in ("a", "b"):
+        upload_ims_image(name, label=True)
+    w = make_worker("ncn-w001", ims_server)
+    w.start()
+    url = api(w)
+    wait_until("two exports", lambda: len(w.luns()) == 2, worker=w)
+    r = subprocess.run([sys.executable, "-c", "from sbps.cli import run; run()", "--config",
+                        str(w.config_path), "luns", "verify", "--url", url, "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["exported_source"] == "target" and doc["exported"] == 2 and not doc["problems"]
     assert w.stop() == 0

@@ -3,7 +3,9 @@
 Owns the scenario bodies (plain asserts, no pytest) so that the same code runs in-process
 with PyPI rtslib-fb 2.2.4 and, as ``/usr/bin/python3 lio_scenarios.py NAME ARGS-JSON``, with
 Debian's rtslib-fb 2.1.75. Each scenario returns a JSON-able result; as a script it prints
-it as the last line. Must not: mount or unmount anything (the caller owns the emulation).
+it as the last line. With an empty control path the scenarios run on a real kernel's configfs (the realkernel
+lane), counting and failing configfs calls in-process (tests/realkernel/guest/audit_control).
+Must not: mount or unmount anything (the caller owns the emulation).
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ class Env:
         return LioBackend(cfg, self.cache_dir, IQN)
 
     def ctl(self) -> ControlClient:
+        if not self.control:
+            # A real kernel (the realkernel lane's guest): no side channel; the scenario
+            # process counts and fails its own configfs calls instead.
+            from tests.realkernel.guest.audit_control import audit_control
+
+            return audit_control(self.mount)  # type: ignore[return-value]
         return ControlClient(self.control)
 
 
@@ -208,6 +216,10 @@ def scenario_foreign(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     result["retire_actions"] = [a.kind for a in actions]
     result["retire_failed"] = run(backend, actions)
     result["retired"] = state_json(backend.read())
+    with open(env.saveconfig) as f, open(env.saveconfig + ".bak") as g:
+        saved, previous = json.load(f), json.load(g)
+    result["saved_names"] = sorted(so["name"] for so in saved["storage_objects"])
+    result["backup_names"] = sorted(so["name"] for so in previous["storage_objects"])
     return result
 
 
@@ -242,6 +254,19 @@ def scenario_batch(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     return {"failed": failed}
 
 
+def scenario_leftovers(env: Env, args: dict[str, Any]) -> dict[str, Any]:
+    """What a create killed at the worst moments leaves: an HBA with no object, an object
+    never configured, a LUN with no link. The next pass finishes the job."""
+    from sbps.model import CreateTarget
+
+    env.backend().apply(CreateTarget(IQN, reason="test"))
+    target = os.path.join(env.mount, "target")
+    os.makedirs(os.path.join(target, "core", "fileio_0"))
+    os.makedirs(os.path.join(target, "core", "fileio_1", image(1).identity.name))
+    os.makedirs(os.path.join(target, "iscsi", IQN, "tpgt_1", "lun", "lun_2"))
+    return converge(env, {1: 1, 2: 2})
+
+
 def scenario_read(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     backend = env.backend()
     ctl = env.ctl()
@@ -252,7 +277,7 @@ def scenario_read(env: Env, args: dict[str, Any]) -> dict[str, Any]:
 
 SCENARIOS: dict[str, Callable[[Env, dict[str, Any]], dict[str, Any]]] = {
     "converge": scenario_converge, "foreign": scenario_foreign, "eio": scenario_eio,
-    "batch": scenario_batch, "read": scenario_read,
+    "batch": scenario_batch, "read": scenario_read, "leftovers": scenario_leftovers,
 }
 
 

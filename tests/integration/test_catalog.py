@@ -385,3 +385,17 @@ async def test_truncated_manifest_is_transient_not_a_problem(
         assert ids(snap) == {img.ims_id} and snap.complete
     finally:
         await close(catalog)
+
+
+async def test_tenant_label_fills_desired_image_tenant(make_catalog: Any,
+                                                       upload_ims_image: Upload) -> None:
+    one = upload_ims_image("tenanted")
+    catalog = make_catalog()
+    try:
+        assert (await catalog.scan()).by_key()[one.ims_id].tenant is None
+        await catalog.ims.patch_label(one.ims_id, "sbps-tenant", " red ")
+        assert (await catalog.scan()).by_key()[one.ims_id].tenant == "red"
+        await catalog.ims.patch_label(one.ims_id, "sbps-tenant", None)
+        assert (await catalog.scan()).by_key()[one.ims_id].tenant is None
+    finally:
+        await close(catalog)

@@ -79,3 +79,27 @@ async def test_notification_endpoint_is_off_without_a_secret(tmp_path: Path,
             assert r.status == 404
     finally:
         await server.close()
+
+
+async def test_catalog_view_of_one_initiator_under_access_control(
+        tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    from dataclasses import replace
+
+    red, blue = replace(rootfs("aaaa-1"), tenant="red"), replace(rootfs("bbbb-2"), tenant="blue")
+    members = {"red": "iqn.2026-01.test:red1", "blue": "iqn.2026-01.test:blue1"}
+    server = await start_api(make_status([(red, 11), (blue, 12)]), tmp_path,
+                             allowed=lambda tenant, who: who == members.get(tenant or ""))
+    try:
+        async def ims_ids(query: str = "", **headers: str) -> set[str]:
+            async with http.get(f"{server.url}/v1/images{query}", headers=headers) as r:
+                return {i["ims_id"] for i in (await r.json())["images"]}
+
+        assert await ims_ids("?initiator=iqn.2026-01.test:red1") == {"aaaa-1"}
+        assert await ims_ids(**{"X-SBPS-Initiator": "iqn.2026-01.test:blue1"}) == {"bbbb-2"}
+        assert await ims_ids() == set()
+        assert await ims_ids(Authorization=f"Bearer {server.token}") == {"aaaa-1", "bbbb-2"}
+        async with http.get(f"{server.url}/v1/images/bbbb-2?initiator="
+                            "iqn.2026-01.test:red1") as r:
+            assert r.status == 404
+    finally:
+        await server.close()

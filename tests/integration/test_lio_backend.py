@@ -181,6 +181,10 @@ def test_foreign_objects_survive_and_are_refused(runner: Runner) -> None:
                                                  17: sc.image(1).identity.name}
     assert {so["name"] for so in retired["storage_objects"]} == {
         "fieldagent01", sc.image(1).identity.name}
+    # saveconfig.json holds the whole target (foreign objects too); the previous one is kept.
+    assert result["saved_names"] == sorted(["fieldagent01", sc.image(1).identity.name])
+    assert result["backup_names"] == sorted(["fieldagent01", sc.image(1).identity.name,
+                                             sc.image(3).identity.name])
 
 
 def test_injected_eio_fails_only_that_action(runner: Runner) -> None:
@@ -221,6 +225,15 @@ def test_killed_mid_batch_converges_on_the_next_run(runner: Runner) -> None:
     assert result["second_pass_writes"] == 0
     assert result["state"]["luns"] == [[n, sc.image(n).identity.name]
                                        for n in range(1, count + 1)]
+
+
+def test_half_made_objects_are_finished(runner: Runner) -> None:
+    result = runner.run("leftovers")
+    assert all(r["failed"] == {} for r in result["rounds"])
+    assert result["second_pass_writes"] == 0
+    assert result["state"]["luns"] == [[1, sc.image(1).identity.name],
+                                       [2, sc.image(2).identity.name]]
+    assert result["state"]["foreign"] == []
 
 
 @pytest.mark.skipif(not (Path("/usr/bin/targetcli").exists() and shutil.which("unshare")

@@ -18,8 +18,8 @@ def fake_root(tmp_path: Path) -> Path:
         pytest.skip("systemd-analyze is not installed (Debian package systemd)")
     (tmp_path / "usr/lib/systemd").mkdir(parents=True)
     shutil.copytree("/lib/systemd/system", tmp_path / "usr/lib/systemd/system", symlinks=True)
-    for name in ("usr/lib/sbps/bin/sbps-marshal", "usr/sbin/tgtd", "usr/sbin/tgtadm",
-                 "usr/sbin/tgt-admin", "bin/sh"):
+    for name in ("usr/lib/sbps/bin/sbps-marshal", "usr/bin/sbpsctl", "usr/sbin/tgtd",
+                 "usr/sbin/tgtadm", "usr/sbin/tgt-admin", "bin/sh"):
         exe = tmp_path / name
         exe.parent.mkdir(parents=True, exist_ok=True)
         exe.write_text("#!/bin/sh\n")
@@ -33,16 +33,44 @@ def verify(root: Path, unit: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
+def settings(path: Path) -> dict[str, list[str]]:
+    """Every ``Key=value`` of a unit file (comments skipped), values in order."""
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
 def test_marshal_unit_verifies(fake_root: Path) -> None:
     shutil.copy(ROOT / "systemd/sbps-marshal.service", fake_root / "etc/systemd/system/")
     result = verify(fake_root, "/etc/systemd/system/sbps-marshal.service")
     assert result.returncode == 0, result.stderr
-    text = (ROOT / "systemd/sbps-marshal.service").read_text()
-    assert "Type=notify" in text and "WatchdogSec=" in text
-    assert "\nProtectKernelTunables=" not in text  # configfs must stay writable
+    assert "sbps-marshal.service" not in result.stderr, result.stderr  # no warnings either
+
+
+def test_marshal_unit_has_what_the_issue_asks() -> None:
+    s = settings(ROOT / "systemd/sbps-marshal.service")
+    assert s["Type"] == ["notify"] and int(s["WatchdogSec"][0]) > 0
+    assert s["Restart"] == ["always"]
+    assert int(s["StartLimitBurst"][0]) > 1 and int(s["StartLimitIntervalSec"][0]) > 0
+    after = s["After"][0].split()
+    assert "target.service" in after and "network-online.target" in after
+    assert "network-online.target" in s["Wants"][0].split()
+    assert s["ExecStart"][0].endswith("--config /etc/sbps/marshal.toml")
+    assert s["EnvironmentFile"] == ["-/etc/sysconfig/sbps-marshal"]  # optional
+    # configfs must stay writable: no ProtectKernelTunables, /sys/kernel/config writable.
+    assert "ProtectKernelTunables" not in s and "ProtectKernelModules" not in s
+    rw = s["ReadWritePaths"][0].split()
+    assert "/var/lib/sbps" in rw and "-/sys/kernel/config" in rw and "-/etc/target" in rw
+    assert s["ProtectSystem"] == ["full"] and s["NoNewPrivileges"] == ["yes"]
 
 
 def test_tgt_dropin_verifies(fake_root: Path) -> None:
     shutil.copy(ROOT / "systemd/tgtd-sbps.conf", fake_root / "etc/systemd/system/tgt.service.d/sbps.conf")
     result = verify(fake_root, "tgt.service")
     assert result.returncode == 0, result.stderr
+    s = settings(ROOT / "systemd/tgtd-sbps.conf")
+    assert s["Before"] == ["sbps-marshal.service"]
+    assert s["ExecStartPost"][0].startswith("-/usr/bin/sbpsctl reconcile")

@@ -23,6 +23,8 @@ from sbps.backends.tgtadm import Tgtadm
 from sbps.config import load
 from sbps.errors import BackendError
 from sbps.model import (
+    Chap,
+    CreateAcl,
     CreateLun,
     CreateStorageObject,
     DeleteLun,
@@ -35,6 +37,8 @@ from sbps.model import (
     Portal,
     ReleaseClaim,
     S3Url,
+    Secret,
+    SetAuth,
     SetTpgAttributes,
     SetTpgEnabled,
     StorageObject,
@@ -265,22 +269,20 @@ def test_foreign_targets_and_luns_are_reported_and_left_alone(rig: Rig,
     assert [t for t in rig.adm.show() if t.tid == 1] == before
 
 
-def test_access_offline_acl_and_chap(rig: Rig, tmp_path: Path) -> None:
+def test_access_offline_acl_and_chap(rig: Rig) -> None:
     rig.image("guarded", 1)
     rig.converge()
-    user, secret = tmp_path / "chap-user", tmp_path / "chap-secret"
-    user.write_text("sbpsnode\n")
-    secret.write_text("s3cret-not-logged-42\n")
-    rig.backend.chap_user_file, rig.backend.chap_secret_file = str(user), str(secret)
-
     rig.backend.apply(SetTpgEnabled(False, reason="gate closed"))
     assert not rig.backend.read().tpg_enabled
     with pytest.raises(InitiatorError, match="login"):
         rig.session(1)
     rig.backend.apply(SetTpgEnabled(True, reason="gate open"))
 
+    chap = Chap("sbpsnode", Secret("s3cret-not-logged-42"))
+    rig.backend.apply(SetAuth(None, chap, reason="CHAP on"))
     rig.backend.apply(SetTpgAttributes((("authentication", "1"),), reason="CHAP on"))
-    assert dict(rig.backend.read().attributes)["authentication"] == "1"
+    state = rig.backend.read()
+    assert dict(state.attributes)["authentication"] == "1" and state.chap == chap
     with pytest.raises(InitiatorError, match="login"):
         rig.session(1)
     with pytest.raises(InitiatorError, match="login"):
@@ -289,9 +291,9 @@ def test_access_offline_acl_and_chap(rig: Rig, tmp_path: Path) -> None:
         assert s.call("serial") == rig.images["guarded"][0].identity.serial
     assert "s3cret" not in rig.tgtd.admin("--mode", "target", "--op", "show").stdout
 
-    rig.backend.initiators = ("iqn.2024-01.test.sbps:other",)
     rig.backend.apply(SetTpgAttributes((("authentication", "0"), ("generate_node_acls", "0")),
                                        reason="ACL mode"))
+    rig.backend.apply(CreateAcl("iqn.2024-01.test.sbps:other", reason="allowed"))
     assert rig.backend.read().attributes == (
         ("authentication", "0"), ("cache_dynamic_acls", "0"),
         ("demo_mode_write_protect", "1"), ("generate_node_acls", "0"))
@@ -300,7 +302,7 @@ def test_access_offline_acl_and_chap(rig: Rig, tmp_path: Path) -> None:
     with rig.session(1, initiator="iqn.2024-01.test.sbps:other") as s:
         assert s.call("read", 0, 1, 512)[:4] == b"hsqs"
     # Back to the reconciler's open policy: the plan sees the drift and repairs it.
-    assert [a.kind for a in rig.converge().actions] == ["SetTpgAttributes"]
+    assert [a.kind for a in rig.converge().actions] == ["SetTpgAttributes", "DeleteAcl"]
     assert rig.plan().actions == ()
 
 

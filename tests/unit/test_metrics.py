@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sbps.apply import Report, Result
 from sbps.lifecycle import ImageStatus
 from sbps.metrics import CacheStats, SbpsCollector, StagingStats
-from sbps.model import CreateLun, ImageState, Lun, Problem
-from sbps.reconciler import Status
+from sbps.model import CreateLun, ImageState, Lun, Note, Problem
+from sbps.status import Status
 from tests.fixtures.http_api import make_status, rootfs
 
 A, B = rootfs("aaaa-1"), rootfs("bbbb-2")
@@ -95,3 +95,22 @@ def test_every_metric_is_documented() -> None:
     names = {m.name + ("_total" if m.type == "counter" else "") for m in c.collect()}
     assert names and all(f"`{n}`" in doc for n in names), sorted(
         n for n in names if f"`{n}`" not in doc)
+
+
+def test_lun_info_and_plan_notes() -> None:
+    """sbps_lun_info names each of our LUNs with its key and serial, so rules can compare
+    workers; foreign LUNs are left out; plan notes are counted by code."""
+    st = make_status([(A, 1)], retiring=[(B, 7)])
+    foreign = Lun(9, "not-ours")
+    assert st.target is not None
+    st = replace(st, target=replace(st.target, luns=st.target.luns + (foreign,)),
+                 notes=(Note("x", "lun_conflict", "LUN 3 is taken"),
+                        Note("y", "retiring", "kept"), Note("z", "retiring", "kept")))
+    lines = scrape(SbpsCollector(lambda: st, version="1"))
+    a, b = A.identity, B.identity
+    assert (f'sbps_lun_info{{ims_id="aaaa-1",key="{a.name}",kind="rootfs",lun="1",'
+            f'serial="{a.serial}"}} 1.0') in lines
+    assert any(f'key="{b.name}"' in line and 'lun="7"' in line for line in lines)
+    assert not any(line.startswith("sbps_lun_info") and "not-ours" in line for line in lines)
+    assert 'sbps_plan_notes{code="retiring"} 2.0' in lines
+    assert 'sbps_plan_notes{code="lun_conflict"} 1.0' in lines

@@ -1,0 +1,156 @@
+"""Node ACLs, mapped LUNs and CHAP on this worker's LIO TPG, through rtslib-fb.
+
+Owns reading ACLs (``acls/<iqn>/{lun_<n>, auth/, tag}``) and TPG credentials (``auth/``)
+into the model, and the ACL actions of the LIO backend. ACLs sbps makes carry the tag
+``sbps``, so open mode can tell them from an admin's. Every mapping sbps makes is
+write-protected: together with the TPG's ``demo_mode_write_protect=1`` no initiator can
+write, whatever the access mode.
+
+Must not: log or put into an error a CHAP secret (only user names), touch another TPG, or
+write anything when the live value already equals the wanted one (a converged target sees
+zero writes). Blocking; runs on the backend thread like the rest of ``sbps.backends.lio``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from sbps.backends.lio_rtslib import read_text, translated
+from sbps.errors import BackendError
+from sbps.model import (
+    NO_CHAP,
+    Chap,
+    CreateAcl,
+    DeleteAcl,
+    MapLun,
+    MappedLun,
+    NodeAcl,
+    Secret,
+    SetAuth,
+    UnmapLun,
+)
+
+log = logging.getLogger(__name__)
+
+TAG = "sbps"
+_AUTH_FILES = ("userid", "password", "userid_mutual", "password_mutual")
+
+
+def read_chap(path: str) -> Chap:
+    """The credentials in ``<path>/auth``; "NULL" and empty mean unset."""
+    values = []
+    for name in _AUTH_FILES:
+        value = read_text(os.path.join(path, "auth", name))
+        values.append("" if value == "NULL" else value)
+    user, secret, mutual_user, mutual_secret = values
+    if not user:
+        return NO_CHAP
+    return Chap(user, Secret(secret) if secret else None, mutual_user,
+                Secret(mutual_secret) if mutual_user and mutual_secret else None)
+
+
+def read_acls(tpg: Any) -> tuple[NodeAcl, ...]:
+    base = os.path.join(tpg.path, "acls")
+    if not os.path.isdir(base):
+        return ()
+    lun_dir = os.path.realpath(os.path.join(tpg.path, "lun"))
+    out = []
+    for name in sorted(os.listdir(base)):
+        path = os.path.join(base, name)
+        if not os.path.isdir(path):
+            continue
+        luns = []
+        for entry in sorted(os.listdir(path)):
+            if not entry.startswith("lun_"):
+                continue
+            mapped = os.path.join(path, entry)
+            link = next((os.path.join(mapped, n) for n in os.listdir(mapped)
+                         if os.path.islink(os.path.join(mapped, n))), None)
+            if link is None:
+                continue  # half-made by a killed process: MapLun finishes it
+            target = os.path.realpath(link)
+            if os.path.dirname(target) != lun_dir:
+                continue
+            wp = read_text(os.path.join(mapped, "write_protect")) == "1"
+            luns.append(MappedLun(int(entry[4:]), int(os.path.basename(target)[4:]), wp))
+        tag = read_text(os.path.join(path, "tag"))
+        out.append(NodeAcl(name, tuple(luns), read_chap(path), owned=tag == TAG))
+    return tuple(out)
+
+
+def apply_acl_action(tpg: Any, iqn: str, action: CreateAcl | DeleteAcl | MapLun | UnmapLun
+                     | SetAuth) -> None:
+    from rtslib_fb import LUN, MappedLUN, NodeACL
+
+    if isinstance(action, SetAuth):
+        _set_auth(tpg, iqn, action)
+        return
+    who = action.initiator
+    obj = f"{iqn}/tpg1/acls/{who}"
+    existing = {acl.node_wwn: acl for acl in tpg.node_acls}
+    if isinstance(action, CreateAcl):
+        with translated("create ACL", obj):
+            acl = existing.get(who) or NodeACL(tpg, who, "create")
+            if str(acl.tag or "") != TAG:
+                acl.tag = TAG
+        return
+    acl = existing.get(who)
+    if isinstance(action, DeleteAcl):
+        if acl is not None:
+            with translated("delete ACL", obj):
+                acl.delete()
+        return
+    if acl is None:
+        raise BackendError("map LUN" if isinstance(action, MapLun) else "unmap LUN", obj,
+                           "the ACL does not exist")
+    mapped = {m.mapped_lun: m for m in acl.mapped_luns}
+    current = mapped.get(action.lun)
+    lun_obj = f"{obj}/lun_{action.lun}"
+    if isinstance(action, UnmapLun):
+        if current is not None:
+            with translated("unmap LUN", lun_obj):
+                current.delete()
+        return
+    with translated("map LUN", lun_obj):
+        if current is not None and _points_at(current) != action.lun:
+            current.delete()
+            current = None
+        if current is None:
+            tpg_lun = next((lun for lun in tpg.luns if int(lun.lun) == action.lun), None)
+            if tpg_lun is None:
+                raise BackendError("map LUN", lun_obj, f"LUN {action.lun} does not exist")
+            MappedLUN(acl, action.lun, LUN(tpg, action.lun), write_protect=True)
+        elif not current.write_protect:
+            current.write_protect = True
+
+
+def _points_at(mapped: Any) -> int | None:
+    try:
+        return int(mapped.tpg_lun.lun)
+    except Exception:
+        return None
+
+
+def _set_auth(tpg: Any, iqn: str, action: SetAuth) -> None:
+    if action.initiator is None:
+        path, obj = tpg.path, f"{iqn}/tpg1"
+    else:
+        path, obj = os.path.join(tpg.path, "acls", action.initiator), \
+            f"{iqn}/tpg1/acls/{action.initiator}"
+        if not os.path.isdir(path):
+            raise BackendError("set CHAP", obj, "the ACL does not exist")
+    chap, live = action.chap, read_chap(path)
+    pairs = ((chap.user, live.user), (chap.secret, live.secret),
+             (chap.mutual_user, live.mutual_user), (chap.mutual_secret, live.mutual_secret))
+    for name, (want, have) in zip(_AUTH_FILES, pairs, strict=True):
+        if want == have or (not want and not have):
+            continue
+        value = want.reveal() if isinstance(want, Secret) else want
+        # Written directly: rtslib swallows errors on the TPG's auth files. "NULL" unsets,
+        # as the kernel expects. Errors name the file, never the value.
+        with translated("set CHAP", f"{obj}/auth/{name}"), \
+                open(os.path.join(path, "auth", name), "w") as f:
+            f.write(value or "NULL")
+    log.info("CHAP set: %s", chap.describe(), extra={"iqn": action.initiator or iqn})

@@ -1,0 +1,41 @@
+"""The status snapshot: what every reader (HTTP API, metrics, sbpsctl) sees of the marshal.
+
+Owns the frozen ``Status`` only. The reconciler builds a new one after every pass and
+replaces it atomically, so readers need no lock and never see a half-updated state. Must
+not import the reconciler or a target backend (the HTTP layer reads this module).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sbps.apply import Report
+from sbps.lifecycle import ImageStatus
+from sbps.model import LunStats, Note, Plan, Problem, TargetState
+
+
+@dataclass(frozen=True)
+class Status:
+    """The snapshot every reader (HTTP, metrics, sbpsctl) sees; replaced, never mutated."""
+
+    iqn: str
+    backend: str
+    passes: int = 0
+    last_pass_at: float | None = None
+    last_pass_seconds: float = 0.0
+    last_success_at: float | None = None
+    ready: bool = False
+    gate_open: bool = False
+    serving: bool = False
+    dns_registered: bool = False
+    degraded: tuple[str, ...] = ()
+    images: tuple[ImageStatus, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    notes: tuple[Note, ...] = ()
+    target: TargetState | None = None
+    stats: dict[int, LunStats] = field(default_factory=dict)
+    last_report: Report = field(default_factory=Report)
+    last_plan: Plan = field(default_factory=Plan)
+    errors: tuple[str, ...] = ()
+    sessions: tuple[str, ...] = ()
+    """Initiators logged in to this worker's target at the end of the pass."""

@@ -1,0 +1,40 @@
+"""Supervised tasks: a long-lived task that dies or ends sets ``failed``; one-shots may end."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sbps.supervisor import Supervisor
+
+
+async def test_a_dying_task_fails_the_daemon() -> None:
+    sup = Supervisor()
+
+    async def boom() -> None:
+        raise RuntimeError("disk on fire")
+
+    sup.start("reconciler", boom())
+    await asyncio.wait_for(sup.failed.wait(), 5)
+    assert "reconciler" in sup.reason and "disk on fire" in sup.reason
+    assert await sup.stop(1)
+
+
+async def test_a_long_lived_task_that_returns_is_a_failure_but_a_oneshot_is_not() -> None:
+    sup = Supervisor()
+
+    async def done() -> None:
+        return None
+
+    sup.start("rehash", done(), oneshot=True)
+    await asyncio.sleep(0.05)
+    assert not sup.failed.is_set()
+    sup.start("http", done())
+    await asyncio.wait_for(sup.failed.wait(), 5)
+    assert "ended unexpectedly" in sup.reason
+
+
+async def test_stop_cancels_within_the_deadline() -> None:
+    sup = Supervisor()
+    sup.start("loop", asyncio.sleep(3600))
+    assert await sup.stop(2)
+    assert [t["state"] for t in sup.describe()] == ["cancelled"]
