@@ -85,7 +85,8 @@ def test_luns_verify_checks_the_live_target(make_worker: Callable[..., Worker],
     w = make_worker("ncn-w001", ims_server)
     w.start()
     url = api(w)
-    wait_until("two exports", lambda: len(w.luns()) == 2, worker=w)
+    wait_until("two exports in the daemon's snapshot",
+               lambda: len(json.loads(get(f"{url}/v1/target")[1])["luns"]) == 2, worker=w)
     r = subprocess.run([sys.executable, "-c", "from sbps.cli import run; run()", "--config",
                         str(w.config_path), "luns", "verify", "--url", url, "--json"],
                        capture_output=True, text=True, timeout=120)
