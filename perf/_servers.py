@@ -383,7 +383,9 @@ def lun_files(w: Worker) -> set[str]:
     except FileNotFoundError:
         return out
     for lun in luns:
-        for p in lun.iterdir():
-            if p.is_symlink():
-                out.add(p.resolve().name)
+        try:
+            links = [p for p in lun.iterdir() if p.is_symlink()]
+        except FileNotFoundError:
+            continue  # removed while we looked: a retiring LUN
+        out.update(p.resolve().name for p in links)
     return out
