@@ -94,7 +94,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--changes", type=int, default=50, help="label changes per mode")
     ap.add_argument("--catalog", type=int, default=2000, help="IMS records in the catalog")
-    ap.add_argument("--curve", default="8,32", help="exported LUNs already on the target "
+    ap.add_argument("--curve", default="16", help="exported LUNs already on the target "
                     "for the trigger-mode curve (comma-separated; empty: none)")
     ap.add_argument("--curve-changes", type=int, default=3)
     add_json_arg(ap)
