@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Measurement, Result, add_json_arg, emit
 
 from sbps import identity
 from sbps.backends.tgt import TgtBackend
@@ -111,6 +114,7 @@ def main() -> int:
     ap.add_argument("--size-mb", type=int, default=64)
     ap.add_argument("--chunk-blocks", type=int, default=512, help="blocks per READ16")
     ap.add_argument("--timeout", type=float, default=300, help="per initiator call")
+    add_json_arg(ap)
     args = ap.parse_args()
     n = max(1, min(args.initiators, MAX_INITIATORS))
     with tempfile.TemporaryDirectory(prefix="sbps-bootstorm-") as scratch:
@@ -141,6 +145,17 @@ def main() -> int:
     print(f"tgt counters for LUN {lun}: {stats.read_bytes / 1e6:.0f} MB read, "
           f"{stats.commands} commands")
     print(f"checksums: {'all equal' if ok else 'MISMATCH'} ({len(i_digests)} initiators)")
+    if args.json:
+        result = Result("bootstorm", f"Boot storm: {n} initiators through tgt vs direct read")
+        result.add(Measurement(
+            "aggregate read rate", f"{n} libiscsi sessions READ16 the whole {size / 1e6:.0f} MB "
+            "LUN at once", round(mb / i_secs, 1), "MB/s", [], f"({i_secs:.2f} s)",
+            f"direct read of the cache file ({n} processes)", round(mb / d_secs, 1), "MB/s",
+            True, round(d_secs / i_secs, 3), "(iSCSI / direct; higher is better)",
+            "all checksums equal", ok))
+        result.notes.append(f"tgt counters: {stats.read_bytes / 1e6:.0f} MB read, "
+                            f"{stats.commands} commands")
+        emit(result, args.json)
     return 0 if ok else 1
 
 

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
+from _common import Measurement, Result, add_json_arg, emit, median_spread  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
 
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--throughput-mib", type=int, default=256)
     parser.add_argument("--rss-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
+    add_json_arg(parser)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -162,6 +164,25 @@ def main() -> None:
         print(f"staging {size // MIB} MiB in a child process: {float(elapsed):.2f} s, "
               f"peak RSS {int(hwm_kib) / 1024:.1f} MiB = {int(hwm_kib) * 1024 / 1e6:.1f} MB "
               "(VmHWM; goal < 100 MB)")
+        if args.json:
+            result = Result("stage", "Staging with verification vs boto3 download_file")
+            rate = [args.throughput_mib / t for t in stage_times]
+            med, spread = median_spread(rate)
+            result.add(Measurement(
+                "staging throughput", f"{args.throughput_mib} MiB object, ranged GETs + "
+                "ETag/MD5 verification, best of the rounds", round(args.throughput_mib /
+                                                                   stage_best, 1), "MiB/s",
+                [round(x, 1) for x in rate], f"median {med:.0f} {spread}",
+                "boto3 download_file (no verification)",
+                round(args.throughput_mib / boto_best, 1), "MiB/s", True,
+                round(boto_best / stage_best, 2), "(stager / boto3; higher is better)",
+                ">= 1.0x", boto_best / stage_best >= 1.0))
+            mb = int(hwm_kib) * 1024 / 1e6
+            result.add(Measurement(
+                "staging RSS", f"peak RSS (VmHWM) of a process staging {size // MIB} MiB",
+                round(mb, 1), "MB", [], f"({float(elapsed):.1f} s)", goal="< 100 MB",
+                met=mb < 100))
+            emit(result, args.json)
     finally:
         moto.terminate()
         try:

@@ -183,7 +183,7 @@ class ImsClient:
             async with self._get_session().request(method, url, json=body,
                                                    headers=headers) as resp:
                 status = resp.status
-                raw = await resp.content.read(_MAX_BODY + 1)
+                raw = await _read_body(resp.content, _MAX_BODY + 1)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             raise ImsUnavailable(f"{what}: {reason}") from exc
@@ -208,3 +208,15 @@ class ImsClient:
 def _snippet(raw: bytes) -> str:
     text = raw[:200].decode("utf-8", "replace")
     return "".join(c if c.isprintable() else " " for c in text).strip()
+
+
+async def _read_body(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body, or its first ``limit`` bytes: ``StreamReader.read(n)`` returns what is
+    buffered (as little as one chunk), so a catalog larger than a chunk needs a loop."""
+    raw = bytearray()
+    while len(raw) < limit:
+        chunk = await content.read(limit - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return bytes(raw)
