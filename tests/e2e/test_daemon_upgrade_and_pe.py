@@ -60,9 +60,11 @@ def test_upgrade_adopts_the_field_agents_lun_and_moves_it_to_the_cache_when_idle
     # Now let it move to the verified cache copy while idle; the number stays 7.
     w.settings["target"]["adopt_keep_backing"] = False
     w.start()
-    wait_until("the backing file to move into the cache",
-               lambda: 7 in w.luns() and backing(w, 7).startswith(str(w.root / "cache")),
-               worker=w)
+    def moved() -> bool:
+        luns = w.luns()  # one read: the LUN is deleted and recreated at 7 in between
+        return 7 in luns and luns[7]["file"].startswith(str(w.root / "cache"))
+
+    wait_until("the backing file to move into the cache", moved, worker=w)
     assert list(w.luns()) == [7] and w.luns()[7]["serial"] == ident.serial
     assert w.stop() == 0
 
@@ -90,7 +92,12 @@ def test_pe_reupload_keeps_the_agreed_version_until_promoted(
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     new_sha = hashlib.sha256(second.path.read_bytes()).hexdigest()
-    wait_until("the new content at the same LUN id", lambda: lun in w.luns() and hashlib.sha256(
-        Path(backing(w, lun)).read_bytes()).hexdigest() == new_sha, worker=w, timeout=90)
+    def new_content() -> bool:
+        # One read of the LUN table per try: the old LUN goes and the new one comes between.
+        luns = w.luns()
+        return lun in luns and hashlib.sha256(
+            Path(luns[lun]["file"]).read_bytes()).hexdigest() == new_sha
+
+    wait_until("the new content at the same LUN id", new_content, worker=w, timeout=90)
     assert w.luns()[lun]["serial"] == ident.serial
     assert w.stop() == 0
