@@ -90,7 +90,8 @@ class Reconciler:
         """Ask for a pass; returns the number of the pass that will include this request."""
         log.debug("pass requested: %s", reason)
         self._wake.set()
-        return self.status.passes + 1
+        # A pass already running started before this request: the next one includes it.
+        return self.status.passes + (2 if self._pass_lock.locked() else 1)
 
     async def wait_for_pass(self, number: int) -> Status:
         async with self._pass_done:
