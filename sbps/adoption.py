@@ -53,9 +53,8 @@ class Adoption:
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
 
-    def update(self, desired: Iterable[DesiredImage], target: TargetState,
-               stats: Mapping[int, LunStats]) -> tuple[frozenset[str], frozenset[str]]:
-        """(adopted names, adopted names whose LUN is idle now and may switch backing)."""
+    def update(self, desired: Iterable[DesiredImage], target: TargetState) -> frozenset[str]:
+        """The adopted names, after adopting what matches a desired image now."""
         wanted = {img.identity.name: img for img in desired}
         outside = {so.name: so for so in target.storage_objects
                    if not so.path.startswith(self.prefix)}
@@ -69,9 +68,14 @@ class Adoption:
         if frozenset(names) != self.names:
             self.names = frozenset(names)
             self._save()
-        return self.names, self._idle(target, stats)
+        return self.names
 
-    def _idle(self, target: TargetState, stats: Mapping[int, LunStats]) -> frozenset[str]:
+    def watched(self) -> frozenset[str]:
+        """Adopted names whose LUN counters ``idle`` needs (none when backing is kept)."""
+        return frozenset() if self.keep_backing else self.names
+
+    def idle(self, target: TargetState, stats: Mapping[int, LunStats]) -> frozenset[str]:
+        """Adopted names whose LUN is idle now and may switch backing."""
         if self.keep_backing:
             return frozenset()
         now = self.clock()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import platform
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -112,6 +111,9 @@ class SbpsCollector(Collector):
     def observe(self, status: Status) -> None:
         """Account for one snapshot; idempotent, so both the pass hook and scrapes call it."""
         with self._lock:
+            at = status.stats_at
+            if at is not None and (self._cur is None or at > self._cur[0]):
+                self._prev, self._cur = self._cur, (at, dict(status.stats))
             if status.passes <= self._seen or status.passes == 0:
                 return
             self._seen = status.passes
@@ -124,8 +126,6 @@ class SbpsCollector(Collector):
                 self._actions[(r.action.kind, result)] += 1
             self._dns[_dns_result(status)] += 1
             self._track_exports(status.images)
-            self._prev, self._cur = self._cur, (status.last_pass_at or time.time(),
-                                                dict(status.stats))
 
     def _track_exports(self, images: Sequence[ImageStatus]) -> None:
         present = set()
@@ -193,7 +193,8 @@ class SbpsCollector(Collector):
         mbytes = GaugeMetricFamily("iscsi_read_mbytes", "MiB read from a LUN since it was "
                                    "created.", labels=["lun", "key", "ims_id"])
         rate = GaugeMetricFamily("iscsi_read_rate", "Commands per second on a LUN between "
-                                 "the last two passes.", labels=["lun", "key", "ims_id"])
+                                 "the last two readings of the counters (each scrape reads "
+                                 "them).", labels=["lun", "key", "ims_id"])
         read_total = CounterMetricFamily("sbps_lun_read_bytes", "Bytes read from a LUN "
                                          "since it was created.", labels=["lun", "key",
                                                                           "ims_id"])

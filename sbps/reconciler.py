@@ -34,7 +34,6 @@ from sbps.model import (
     ClaimLun,
     DesiredImage,
     ImageKind,
-    LunStats,
     Plan,
     Portal,
     Problem,
@@ -71,6 +70,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._pass_lock = asyncio.Lock()
         self._pass_done = asyncio.Condition()
+        self._counters_lock = asyncio.Lock()
         self._staging: dict[str, asyncio.Task[None]] = {}
         self._desired: tuple[DesiredImage, ...] = ()
         self._empty_passes = 0
@@ -139,15 +139,14 @@ class Reconciler:
         view = await self._catalog_view(errors)
         desired = self._desired = await self._pe_guard(self._desired_from(view))
         serve = await self.serving.decide(errors)
-        target = stats = None
+        target = None
         sessions: tuple[str, ...] = ()
         report = Report()
         last_plan = Plan()
         try:
             for _ in range(3):  # claims first, then exports: at most a few rounds
                 target = await self._on_backend(self.backend.read)
-                stats = await self._on_backend(self.backend.stats)
-                inp = await self._plan_input(desired, target, stats, serve)
+                inp = await self._plan_input(desired, target, serve)
                 last_plan = plan(inp)
                 report = await apply(last_plan, _Ports(self))
                 if not any(isinstance(a, ClaimLun) for a in last_plan.actions) or report.failed:
@@ -173,7 +172,7 @@ class Reconciler:
             degraded=view.degraded + (("catalog_empty",) if self._empty_outage else ()),
             images=self.lifecycle.status(), problems=view.problems + self._pe_problems,
             notes=last_plan.notes, target=target,
-            stats=stats or {}, last_report=report, last_plan=last_plan, errors=tuple(errors),
+            last_report=report, last_plan=last_plan, errors=tuple(errors),
             sessions=sessions)
         level = logging.INFO if report.results or errors else logging.DEBUG
         log.log(level, "pass %d finished in %.3f s: %d actions, %d failed%s",
@@ -186,9 +185,24 @@ class Reconciler:
     async def dry_run(self) -> Plan:
         """The plan a pass would apply now, without applying it."""
         target = await self._on_backend(self.backend.read)
-        stats = await self._on_backend(self.backend.stats)
         serve = self.status.serving if self.status.passes else True
-        return plan(await self._plan_input(self._desired, target, stats, serve))
+        return plan(await self._plan_input(self._desired, target, serve))
+
+    async def refresh_counters(self, max_age: float = 1.0) -> Status:
+        """The status with every LUN's I/O counters read now (for /metrics and /debug/state),
+        unless they were read less than ``max_age`` seconds ago. A pass reads only the
+        counters it decides on (retiring and adopted LUNs)."""
+        async with self._counters_lock:
+            at = self.status.stats_at
+            now = self.clock()
+            if at is None or not 0 <= now - at < max_age:
+                try:
+                    stats = await self._on_backend(self.backend.stats, None)
+                except SbpsError as exc:
+                    log.warning("reading the LUN counters failed: %s", exc)
+                else:
+                    self.status = replace(self.status, stats=stats, stats_at=now)
+        return self.status
 
     async def _catalog_view(self, errors: list[str]) -> CatalogResult:
         try:
@@ -260,7 +274,7 @@ class Reconciler:
         return img
 
     async def _plan_input(self, desired: tuple[DesiredImage, ...], target: TargetState,
-                          stats: dict[int, LunStats], serve: bool) -> PlanInput:
+                          serve: bool) -> PlanInput:
         staged = {}
         for img in desired:
             entry = self.stager.entry(img.identity.digest)
@@ -278,22 +292,27 @@ class Reconciler:
         # Claims this worker holds for images no longer desired, so retiring releases them.
         for c_digest, lun_id in (await self._on_io(self.claims.held)).items():
             claims.setdefault(c_digest, lun_id)
-        adopted, switch = self.adoption.update(desired, target, stats)
+        adopted = self.adoption.update(desired, target)
         await self._on_backend(self.backend.adopt, adopted)
         # The access policy reads its files (tenant map, CHAP): an unusable one fails the
         # target part of the pass (ConfigError), never loosens or revokes access.
         access, attributes = await self._on_io(self.access.current, desired)
         base = PlanInput(desired=desired, target=target, cache_dir=self.cfg.stage.cache_dir,
                          staged=staged, claims=claims, candidates=candidates,
-                         adopted=adopted, switch_backing=switch,
+                         adopted=adopted,
                          replace=frozenset(self._replace),
                          blocked=self.lifecycle.blocked() | frozenset(self._staging),
                          serve=serve, portals=self._portals, attributes=attributes,
                          access=access)
-        due = self.lifecycle.retire_due(retiring(base), target, stats,
+        # Counters only of the LUNs decided on by them: retiring and adopted ones.
+        leaving = retiring(base)
+        watched = leaving | self.adoption.watched()
+        stats = await self._on_backend(self.backend.stats, [
+            lun.index for lun in target.luns if lun.storage_object in watched])
+        due = self.lifecycle.retire_due(leaving, target, stats,
                                         self.cfg.reconcile.retire_grace,
                                         self.cfg.reconcile.retire_max_wait)
-        return replace(base, retire_due=due)
+        return replace(base, retire_due=due, switch_backing=self.adoption.idle(target, stats))
 
     # Background staging -----------------------------------------------------------------
 

@@ -34,6 +34,9 @@ class Status:
     notes: tuple[Note, ...] = ()
     target: TargetState | None = None
     stats: dict[int, LunStats] = field(default_factory=dict)
+    """Every LUN's I/O counters, read for a metrics scrape or /debug/state (not by passes)."""
+    stats_at: float | None = None
+    """When ``stats`` were read."""
     last_report: Report = field(default_factory=Report)
     last_plan: Plan = field(default_factory=Plan)
     errors: tuple[str, ...] = ()

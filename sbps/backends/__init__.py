@@ -9,6 +9,7 @@ the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
 from sbps.config import Config
@@ -43,8 +44,9 @@ class TargetBackend(Protocol):
         """Persist after a batch (LIO: saveconfig.json), so a reboot restores the LUNs."""
         ...
 
-    def stats(self) -> dict[int, LunStats]:
-        """Per-LUN read counters, keyed by LUN index."""
+    def stats(self, indexes: Collection[int] | None = None) -> dict[int, LunStats]:
+        """Per-LUN read counters, keyed by LUN index: of the LUNs in ``indexes`` (all when
+        None) that exist."""
         ...
 
     def sessions(self) -> tuple[str, ...]:

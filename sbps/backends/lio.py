@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 from sbps.backends import lio_read as rd
-from sbps.backends.lio_acl import apply_acl_action, read_acls, read_chap
+from sbps.backends.lio_acl import apply_acl_action
 from sbps.backends.lio_rtslib import (
     dump_config,
     forget_backstore_indexes,
     point_rtslib_at,
+    read_text,
     rtslib_root,
     save_atomically,
     translated,
@@ -32,7 +36,6 @@ from sbps.backends.lio_rtslib import (
 from sbps.config import TargetConfig
 from sbps.errors import BackendError
 from sbps.model import (
-    NO_CHAP,
     Action,
     CreateAcl,
     CreateLun,
@@ -41,14 +44,12 @@ from sbps.model import (
     DeleteAcl,
     DeleteLun,
     DeleteStorageObject,
-    Lun,
     LunStats,
     MapLun,
     SetAuth,
     SetPortals,
     SetTpgAttributes,
     SetTpgEnabled,
-    StorageObject,
     TargetState,
     UnmapLun,
 )
@@ -59,11 +60,14 @@ log = logging.getLogger(__name__)
 class LioBackend:
     name = "lio"
 
-    def __init__(self, target: TargetConfig, cache_dir: str, iqn: str) -> None:
+    def __init__(self, target: TargetConfig, cache_dir: str, iqn: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = target
         self.iqn = iqn
         self.ownership = rd.Ownership(cache_dir)
+        self.clock = clock
         self._opened = False
+        self._known: _Read | None = None
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -76,7 +80,9 @@ class LioBackend:
 
     def adopt(self, names: frozenset[str]) -> None:
         """Names of field-agent backstores the reconciler adopted: sbps may now change them."""
-        self.ownership.adopted = frozenset(names)
+        if frozenset(names) != self.ownership.adopted:
+            self.ownership.adopted = frozenset(names)
+            self._known = None  # ownership is part of what a read reports
 
     def _root(self) -> Any:
         if not self._opened:
@@ -85,54 +91,50 @@ class LioBackend:
         with translated("open", self.config.configfs_root):
             return rtslib_root()
 
-    def _scan(self, operation: str) -> tuple[Any, rd.Tree]:
-        root = self._root()
+    @property
+    def _configfs(self) -> str:
+        if not self._opened:
+            self.open()
+        return self.config.configfs_root
+
+    def _tree(self, operation: str) -> rd.Tree:
         with translated(operation, self.iqn):
-            return root, rd.scan(root, self.iqn)
+            return rd.scan(self._configfs, self.iqn)
 
     # Reading ------------------------------------------------------------------------------
 
     def read(self) -> TargetState:
-        _, tree = self._scan("read")
-        stores: list[StorageObject] = []
-        foreign: list[str] = []
+        """The live state. Every object is read in full at the first call, after any write
+        by sbps, when a listing of backstores, LUNs or ACLs changed, and at least every
+        ``target.verify_interval``; otherwise the TPG's own settings are read now and the
+        objects' descriptions come from the last full read (the kernel refuses to change a
+        backstore's identity while a LUN exports it)."""
+        root = self._configfs
         with translated("read", self.iqn):
-            for info in tree.storage.values():
-                if info.plugin != "fileio":
-                    foreign.append(f"{info.plugin}/{info.name}")
-                    continue
-                so = rd.describe(info, self.ownership)
-                if so is None:
-                    continue  # half-made by an interrupted create; the next create finishes
-                stores.append(so)
-                if not self.ownership.owns(so):
-                    foreign.append(so.name)
-            foreign += tree.other_luns
-            luns = tuple(Lun(i, os.path.basename(p)) for i, p in sorted(tree.luns.items()))
-            tpg = tree.tpg
-            return TargetState(
-                iqn=self.iqn, exists=tpg is not None,
-                tpg_enabled=bool(tpg.enable) if tpg is not None else False,
-                portals=rd.portals(tpg) if tpg is not None else frozenset(),
-                storage_objects=tuple(sorted(stores, key=lambda s: s.name)), luns=luns,
-                attributes=rd.attributes(tpg) if tpg is not None else (),
-                foreign=tuple(sorted(foreign)),
-                acls=read_acls(tpg) if tpg is not None else (),
-                chap=read_chap(tpg.path) if tpg is not None else NO_CHAP)
+            shape = rd.shape(root, self.iqn)
+            now = self.clock()
+            known = self._known
+            if known is not None and known.shape == shape \
+                    and now - known.at < self.config.verify_interval:
+                return rd.with_tpg(known.state, known.tpg, acls=False)
+            tree = rd.scan(root, self.iqn)
+            state = rd.target_state(self.iqn, tree, self.ownership)
+        self._known = _Read(shape, now, tree.tpg, state)
+        return state
 
-    def stats(self) -> dict[int, LunStats]:
-        if not self._has_tpg():
-            return {}
-        tpg = self._our_tpg("stats")
+    def stats(self, indexes: Collection[int] | None = None) -> dict[int, LunStats]:
+        """Two small files per LUN asked for, so a pass asks only for the LUNs it decides
+        on."""
+        tpg = rd.tpg_dir(self._configfs, self.iqn)
         with translated("stats", self.iqn):
-            return rd.lun_stats(tpg)
+            if indexes is None:
+                indexes = rd.lun_indexes(tpg)
+            return rd.lun_stats(tpg, indexes)
 
     def sessions(self) -> tuple[str, ...]:
-        if not self._has_tpg():
-            return ()
-        tpg = self._our_tpg("sessions")
+        tpg = rd.tpg_dir(self._configfs, self.iqn)
         with translated("sessions", self.iqn):
-            return rd.session_initiators(tpg)
+            return rd.session_initiators(tpg) if os.path.isdir(tpg) else ()
 
     # Writing ------------------------------------------------------------------------------
 
@@ -141,6 +143,7 @@ class LioBackend:
         if handler is None:
             raise BackendError(action.kind, action.subject or self.iqn,
                                "not a target action")
+        self._known = None  # whatever happens next, the next read is a full one
         handler(self, action)
 
     def commit(self) -> None:
@@ -167,20 +170,12 @@ class LioBackend:
             target = Target(fabric or FabricModule("iscsi"), self.iqn, "any")
             TPG(target, rd.TPG_TAG, "any")
 
-    def _has_tpg(self) -> bool:
-        if not self._opened:
-            self.open()
-        return os.path.isdir(self._tpg_dir())
-
-    def _tpg_dir(self) -> str:
-        return os.path.join(self.config.configfs_root, "iscsi", self.iqn, f"tpgt_{rd.TPG_TAG}")
-
     def _our_tpg(self, operation: str) -> Any:
         """This worker's TPG, looked up directly (no walk over every object)."""
         self._root()
         from rtslib_fb import TPG, FabricModule, Target
 
-        if not os.path.isdir(self._tpg_dir()):
+        if not os.path.isdir(rd.tpg_dir(self._configfs, self.iqn)):
             raise BackendError(operation, self.iqn, "target or tpg1 does not exist")
         with translated(operation, self.iqn):
             return TPG(Target(FabricModule("iscsi"), self.iqn, "lookup"), rd.TPG_TAG, "lookup")
@@ -220,22 +215,21 @@ class LioBackend:
         if not self.ownership.path_owned(so.path):
             raise BackendError(op, so.name, f"backing file {so.path} is outside the cache "
                                f"directory {self.ownership.cache_dir}")
-        root = self._root()
-        configfs = self.config.configfs_root
+        self._root()  # rtslib pointed at the tree, its backstore index cache dropped
+        configfs = self._configfs
         with translated(op, so.name):
-            found = rd.find_fileio(configfs, so.name)
-            existing = rd.so_info(found) if found is not None else None
-        if existing is not None:
-            with translated(op, so.name):
-                existing.users = rd.users_of(root, existing.path)
+            existing = rd.find_fileio(configfs, so.name)
+            if existing is not None:
+                existing.users = rd.users_of(configfs, existing.key)
                 described = rd.describe(existing, self.ownership)
+        if existing is not None:
             if described is not None:
                 if described == so:
                     return
                 raise BackendError(op, so.name, f"exists as {described}")
             log.info("finishing an interrupted create", extra={"backstore": so.name})
             with translated("delete half-made backstore", so.name):
-                existing.rts.delete()
+                _rtslib_object(existing).delete()
         from rtslib_fb import FileIOStorageObject
 
         with translated(op, so.name):
@@ -246,13 +240,13 @@ class LioBackend:
             # emulate_model_alias is set; that attribute is in saveconfig.json, so a reboot
             # restores the same product id. Written before the wwn files, which it resets.
             alias = os.path.join(created.path, "attrib", "emulate_model_alias")
-            if os.path.exists(alias) and rd.read_text(alias) != "1":
+            if os.path.exists(alias) and read_text(alias) != "1":
                 write_text(alias, "1")
             wwn = os.path.join(created.path, "wwn")
             for field, value in (("product_id", so.product_id), ("vendor_id", so.vendor)):
                 path = os.path.join(wwn, field)
                 # Kernels before 5.0 have no such file: the alias above is all there is.
-                if os.path.exists(path) and rd.read_text(path) != value:
+                if os.path.exists(path) and read_text(path) != value:
                     write_text(path, value)
 
     def _create_lun(self, action: CreateLun) -> None:
@@ -261,8 +255,7 @@ class LioBackend:
         obj = f"{self.iqn}/tpg1/lun{lun.index}"
         tpg = self._our_tpg(op)
         with translated(op, obj):
-            found = rd.find_fileio(self.config.configfs_root, lun.storage_object)
-            info = rd.so_info(found) if found is not None else None
+            info = rd.find_fileio(self._configfs, lun.storage_object)
             state = rd.describe(info, self.ownership) if info is not None else None
         if info is None or state is None:
             raise BackendError(op, obj, f"backstore {lun.storage_object} does not exist")
@@ -272,51 +265,69 @@ class LioBackend:
         from rtslib_fb import LUN
 
         with translated(op, obj):
-            exists, current = rd.lun_link(tpg, lun.index)
+            exists, current = rd.lun_link(tpg.path, lun.index)
             if current is not None:
-                if current == info.path:
+                if current == info.key:
                     return
-                raise BackendError(op, obj, f"index taken by {os.path.basename(current)}")
+                raise BackendError(op, obj, f"index taken by {current.rpartition('/')[2]}")
             if exists:
                 # Left empty by a process killed between mkdir and symlink.
                 LUN(tpg, lun.index).delete()
-            LUN(tpg, lun.index, info.rts)
+            LUN(tpg, lun.index, _rtslib_object(info))
 
     def _delete_lun(self, action: DeleteLun) -> None:
         op = "delete lun"
         obj = f"{self.iqn}/tpg1/lun{action.index}"
         tpg = self._our_tpg(op)
-        _, tree = self._scan(op)
         from rtslib_fb import LUN
 
-        path = tree.luns.get(action.index)
-        if path is None:
-            if action.index in tree.broken_luns:
-                with translated(op, obj):
+        with translated(op, obj):
+            exists, key = rd.lun_link(tpg.path, action.index)
+            if key is None:
+                if exists:  # an empty LUN left by a killed process
                     LUN(tpg, action.index).delete()
-            return
-        info = tree.storage.get(path)
-        state = rd.describe(info, self.ownership) if info is not None else None
-        if info is None or info.plugin != "fileio" or state is None \
-                or not self.ownership.owns(state):
-            raise BackendError(op, obj, f"links {os.path.basename(path)}, which sbps does "
-                               "not own")
+                return
+            hba, _, name = key.partition("/")
+            info = rd.SoInfo("fileio", name, key, os.path.join(self._configfs, "core", hba,
+                                                               name), users=[obj])
+            state = rd.describe(info, self.ownership) if hba.startswith("fileio_") else None
+        if state is None or not self.ownership.owns(state):
+            raise BackendError(op, obj, f"links {name}, which sbps does not own")
         with translated(op, obj):
             LUN(tpg, action.index).delete()
 
     def _delete_storage(self, action: DeleteStorageObject) -> None:
         op = "delete backstore"
-        _, tree = self._scan(op)
-        info = tree.fileio(action.name)
-        if info is None:
-            return
-        state = rd.describe(info, self.ownership)
+        configfs = self._configfs
+        with translated(op, action.name):
+            info = rd.find_fileio(configfs, action.name)
+            if info is None:
+                return
+            info.users = rd.users_of(configfs, info.key)
+            state = rd.describe(info, self.ownership)
         if state is not None and not self.ownership.owns(state):
             raise BackendError(op, action.name, "not owned by sbps")
         if info.users:
             raise BackendError(op, action.name, f"still exported by {', '.join(info.users)}")
+        self._root()
         with translated(op, action.name):
-            info.rts.delete()
+            _rtslib_object(info).delete()
+
+
+def _rtslib_object(info: rd.SoInfo) -> Any:
+    from rtslib_fb.tcm import StorageObject as RtsStorageObject
+
+    return RtsStorageObject.so_from_path(info.path)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """The last full read and the listings it was taken with."""
+
+    shape: tuple[tuple[str, ...], ...]
+    at: float
+    tpg: str | None
+    state: TargetState
 
 
 _HANDLERS: dict[type, Any] = {

@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Any
 
-from sbps.backends.lio_rtslib import read_text, translated
+from sbps.backends.lio_rtslib import link_in, listdir, read_text, translated
 from sbps.errors import BackendError
 from sbps.model import (
     NO_CHAP,
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 TAG = "sbps"
 _AUTH_FILES = ("userid", "password", "userid_mutual", "password_mutual")
+_MAPPED_ATTRS = frozenset({"write_protect", "statistics"})
 
 
 def read_chap(path: str) -> Chap:
@@ -51,27 +52,22 @@ def read_chap(path: str) -> Chap:
                 Secret(mutual_secret) if mutual_user and mutual_secret else None)
 
 
-def read_acls(tpg: Any) -> tuple[NodeAcl, ...]:
-    base = os.path.join(tpg.path, "acls")
-    if not os.path.isdir(base):
-        return ()
-    lun_dir = os.path.realpath(os.path.join(tpg.path, "lun"))
+def read_acls(tpg: str) -> tuple[NodeAcl, ...]:
+    """The node ACLs of the TPG at configfs directory ``tpg``."""
+    lun_dir = os.path.normpath(os.path.join(tpg, "lun"))
     out = []
-    for name in sorted(os.listdir(base)):
-        path = os.path.join(base, name)
-        if not os.path.isdir(path):
-            continue
+    for name in listdir(os.path.join(tpg, "acls")):
+        path = os.path.join(tpg, "acls", name)
         luns = []
-        for entry in sorted(os.listdir(path)):
-            if not entry.startswith("lun_"):
+        for entry in listdir(path):
+            if not entry.startswith("lun_") or not entry[4:].isdigit():
                 continue
             mapped = os.path.join(path, entry)
-            link = next((os.path.join(mapped, n) for n in os.listdir(mapped)
-                         if os.path.islink(os.path.join(mapped, n))), None)
+            link = link_in(mapped, _MAPPED_ATTRS)
             if link is None:
                 continue  # half-made by a killed process: MapLun finishes it
-            target = os.path.realpath(link)
-            if os.path.dirname(target) != lun_dir:
+            target = os.path.normpath(os.path.join(mapped, link))
+            if os.path.dirname(target) != lun_dir or not target[-1].isdigit():
                 continue
             wp = read_text(os.path.join(mapped, "write_protect")) == "1"
             luns.append(MappedLun(int(entry[4:]), int(os.path.basename(target)[4:]), wp))

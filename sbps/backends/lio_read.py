@@ -1,10 +1,12 @@
-"""Reading the live LIO tree through rtslib: storage objects, this worker's TPG, LUNs,
-portals, access attributes, counters and sessions, plus the ownership verdict per object.
+"""Reading the live LIO tree straight from configfs: storage objects, this worker's TPG,
+LUNs, portals, access attributes, counters and sessions, plus the ownership verdict per
+object.
 
 Owns the interpretation of what configfs shows (including objects left half-made by a
-process killed during a create: they are recognised so the next create can finish the job).
-Must not write anything: every function here is read-only, so a converged target sees zero
-writes from a pass.
+process killed during a create: they are recognised so the next create can finish the job),
+and does it with as few configfs calls as it can: no rtslib objects, no ``realpath`` (each
+path component is a lookup), one ``readlink`` per LUN. Must not write anything: every
+function here is read-only, so a converged target sees zero writes from a pass.
 """
 
 from __future__ import annotations
@@ -12,17 +14,25 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field, replace
 
-from sbps.backends.lio_rtslib import read_text
-from sbps.model import VENDOR, LunStats, Portal, StorageObject
+from sbps.backends.lio_acl import read_acls, read_chap
+from sbps.backends.lio_rtslib import link_in, listdir, optional, read_text
+from sbps.model import NO_CHAP, VENDOR, Lun, LunStats, Portal, StorageObject, TargetState
 
 TPG_TAG = 1
 #: TPG attributes that decide who may read and whether anyone may write.
 ACCESS_ATTRIBUTES = ("generate_node_acls", "demo_mode_write_protect", "cache_dynamic_acls",
                      "authentication", "prod_mode_write_protect")
+#: HBA directory prefix -> rtslib's plugin name (what ``foreign`` reports).
+PLUGINS = {"fileio": "fileio", "iblock": "block", "pscsi": "pscsi", "rd_mcp": "ramdisk",
+           "user": "user"}
+#: Entries of ``lun/lun_<n>`` that are not the link to the storage object.
+_LUN_ATTRS = frozenset({"alua_tg_pt_gp", "alua_tg_pt_offline", "alua_tg_pt_status",
+                        "alua_tg_pt_write_md", "statistics"})
+_HBA_ATTRS = frozenset({"hba_info", "hba_mode"})
+_NOT_TARGETS = frozenset({"discovery_auth", "lio_version", "version"})
 
 
 @dataclass
@@ -42,13 +52,14 @@ class Ownership:
 
 @dataclass
 class SoInfo:
-    """One storage object as configfs shows it; ``state`` is None for a half-made object."""
+    """One storage object as configfs shows it."""
 
     plugin: str
     name: str
+    key: str
+    """``<hba>/<name>``: what a LUN's link points at."""
     path: str
-    rts: Any
-    state: StorageObject | None
+    """its configfs directory."""
     users: list[str] = field(default_factory=list)
     """LUNs (``<fabric>/<wwn>/tpg<n>/lun<i>``) that link to it."""
 
@@ -56,11 +67,11 @@ class SoInfo:
 @dataclass
 class Tree:
     storage: dict[str, SoInfo]
-    """keyed by configfs path (realpath) of the storage object."""
-    target: Any | None
-    tpg: Any | None
+    """keyed by ``<hba>/<name>``."""
+    tpg: str | None
+    """configfs directory of this worker's TPG, when it exists."""
     luns: dict[int, str]
-    """this worker's TPG: LUN index -> configfs path of the storage object it links."""
+    """this worker's TPG: LUN index -> key of the storage object it links."""
     broken_luns: tuple[int, ...]
     other_luns: tuple[str, ...]
 
@@ -73,96 +84,111 @@ def lun_name(fabric: str, wwn: str, tag: int, index: int) -> str:
     return f"{fabric}/{wwn}/tpg{tag}/lun{index}"
 
 
-def scan(root: Any, iqn: str) -> Tree:
+def tpg_dir(root: str, iqn: str) -> str:
+    return os.path.join(root, "iscsi", iqn, f"tpgt_{TPG_TAG}")
+
+
+def scan(root: str, iqn: str) -> Tree:
     """One walk over storage objects and every fabric's LUNs."""
     storage: dict[str, SoInfo] = {}
-    for so in root.storage_objects:
-        path = os.path.realpath(so.path)
-        storage[path] = SoInfo(so.plugin, so.name, path, so, None)
-    ours_target = ours_tpg = None
+    core = os.path.join(root, "core")
+    for hba in listdir(core):
+        prefix, _, number = hba.rpartition("_")
+        plugin = PLUGINS.get(prefix)
+        if plugin is None or not number.isdigit():
+            continue
+        for name in listdir(os.path.join(core, hba)):
+            if name not in _HBA_ATTRS:
+                key = f"{hba}/{name}"
+                storage[key] = SoInfo(plugin, name, key, os.path.join(core, hba, name))
+    ours = tpg_dir(root, iqn)
     luns: dict[int, str] = {}
     broken: list[int] = []
     others: list[str] = []
-    for target in root.targets:
-        fabric = target.fabric_module.name
-        mine = fabric == "iscsi" and target.wwn == iqn
-        if mine:
-            ours_target = target
-        for tpg in target.tpgs:
-            here = mine and int(tpg.tag) == TPG_TAG
-            if here:
-                ours_tpg = tpg
-            for index, so_path in _lun_links(tpg):
-                name = lun_name(fabric, target.wwn, int(tpg.tag), index)
-                if so_path is None:
-                    if here:
-                        broken.append(index)
-                    else:
-                        others.append(name)
-                    continue
-                if so_path in storage:
-                    storage[so_path].users.append(name)
+    for fabric, wwn, tag, path in _tpgs(root):
+        here = path == ours
+        for index, linked in lun_links(path):
+            name = lun_name(fabric, wwn, tag, index)
+            if linked is None:
                 if here:
-                    luns[index] = so_path
+                    broken.append(index)
                 else:
                     others.append(name)
-    return Tree(storage, ours_target, ours_tpg, luns, tuple(sorted(broken)), tuple(others))
+                continue
+            if linked in storage:
+                storage[linked].users.append(name)
+            if here:
+                luns[index] = linked
+            else:
+                others.append(name)
+    return Tree(storage, ours if os.path.isdir(ours) else None, luns, tuple(sorted(broken)),
+                tuple(others))
 
 
-def find_fileio(configfs_root: str, name: str) -> str | None:
-    """configfs path of the fileio backstore ``name``, without walking every object."""
-    core = os.path.join(configfs_root, "core")
-    for hba in sorted(os.listdir(core)) if os.path.isdir(core) else ():
+def _tpgs(root: str) -> Iterator[tuple[str, str, int, str]]:
+    """(fabric, target wwn, tag, directory) of every TPG of every loaded fabric."""
+    for fabric in listdir(root):
+        if fabric == "core" or not os.path.isdir(os.path.join(root, fabric)):
+            continue
+        for wwn in listdir(os.path.join(root, fabric)):
+            if wwn in _NOT_TARGETS:
+                continue
+            for entry in listdir(os.path.join(root, fabric, wwn)):
+                if entry.startswith("tpgt_") and entry[5:].isdigit():
+                    yield fabric, wwn, int(entry[5:]), os.path.join(root, fabric, wwn, entry)
+
+
+def link_key(link: str) -> str | None:
+    """``<hba>/<name>`` of a link into ``core/`` (configfs writes them relative)."""
+    parts = link.rstrip("/").split("/")
+    return "/".join(parts[-2:]) if len(parts) >= 3 and parts[-3] == "core" else None
+
+
+def lun_link(tpg: str, index: int) -> tuple[bool, str | None]:
+    """Whether ``lun_<index>`` exists in the TPG, and the key of the object it links."""
+    lun_dir = os.path.join(tpg, "lun", f"lun_{index}")
+    if not os.path.isdir(lun_dir):
+        return False, None
+    link = link_in(lun_dir, _LUN_ATTRS)
+    return True, link_key(link) if link else None
+
+
+def lun_indexes(tpg: str) -> list[int]:
+    return [int(e[4:]) for e in listdir(os.path.join(tpg, "lun"))
+            if e.startswith("lun_") and e[4:].isdigit()]
+
+
+def lun_links(tpg: str) -> Iterator[tuple[int, str | None]]:
+    base = os.path.join(tpg, "lun")
+    for entry in listdir(base):
+        if entry.startswith("lun_") and entry[4:].isdigit():
+            link = link_in(os.path.join(base, entry), _LUN_ATTRS)
+            yield int(entry[4:]), link_key(link) if link else None
+
+
+def find_fileio(root: str, name: str) -> SoInfo | None:
+    """The fileio backstore ``name``, without walking every object."""
+    core = os.path.join(root, "core")
+    for hba in listdir(core):
         path = os.path.join(core, hba, name)
         if hba.startswith("fileio_") and os.path.isdir(path):
-            return os.path.realpath(path)
+            return SoInfo("fileio", name, f"{hba}/{name}", path)
     return None
 
 
-def free_hba_index(configfs_root: str) -> int:
+def free_hba_index(root: str) -> int:
     """The lowest fileio HBA index with no directory. rtslib's own choice skips only HBAs
     that hold an object, and then fails on an empty one (left by a process killed between
     the two mkdirs of a create), as its stale-HBA check does not expect hba_info/hba_mode."""
-    core = os.path.join(configfs_root, "core")
-    used = {int(h[7:]) for h in os.listdir(core) if h.startswith("fileio_") and h[7:].isdigit()}
+    used = {int(h[7:]) for h in listdir(os.path.join(root, "core"))
+            if h.startswith("fileio_") and h[7:].isdigit()}
     return next(i for i in range(len(used) + 1) if i not in used)
 
 
-def so_info(path: str) -> SoInfo:
-    from rtslib_fb.tcm import StorageObject as RtsStorageObject
-
-    so = RtsStorageObject.so_from_path(path)
-    return SoInfo(so.plugin, so.name, path, so, None)
-
-
-def users_of(root: Any, so_path: str) -> list[str]:
-    """Every LUN, on any target, that links the storage object at ``so_path``."""
-    return [lun_name(t.fabric_module.name, t.wwn, int(tpg.tag), index)
-            for t in root.targets for tpg in t.tpgs
-            for index, linked in _lun_links(tpg) if linked == so_path]
-
-
-def lun_link(tpg: Any, index: int) -> tuple[bool, str | None]:
-    """Whether ``lun_<index>`` exists in the TPG, and the storage object it links."""
-    lun_dir = os.path.join(tpg.path, "lun", f"lun_{index}")
-    if not os.path.isdir(lun_dir):
-        return False, None
-    link = next((os.path.join(lun_dir, n) for n in os.listdir(lun_dir)
-                 if os.path.islink(os.path.join(lun_dir, n))), None)
-    return True, os.path.realpath(link) if link else None
-
-
-def _lun_links(tpg: Any) -> Iterator[tuple[int, str | None]]:
-    base = os.path.join(tpg.path, "lun")
-    if not os.path.isdir(base):
-        return
-    for entry in sorted(os.listdir(base)):
-        if not entry.startswith("lun_"):
-            continue
-        lun_dir = os.path.join(base, entry)
-        link = next((os.path.join(lun_dir, n) for n in os.listdir(lun_dir)
-                     if os.path.islink(os.path.join(lun_dir, n))), None)
-        yield int(entry[4:]), os.path.realpath(link) if link else None
+def users_of(root: str, key: str) -> list[str]:
+    """Every LUN, on any target, that links the storage object ``key``."""
+    return [lun_name(fabric, wwn, tag, index) for fabric, wwn, tag, path in _tpgs(root)
+            for index, linked in lun_links(path) if linked == key]
 
 
 def describe(info: SoInfo, own: Ownership) -> StorageObject | None:
@@ -173,31 +199,32 @@ def describe(info: SoInfo, own: Ownership) -> StorageObject | None:
     from the name), with no LUN linking it. rtslib's create writes mkdir, control, udev_path,
     enable and serial in that order, then sbps writes product id and vendor.
     """
-    so = info.rts
-    path = backing_path(so.path)
-    if not so.is_configured():
+    enable = optional(os.path.join(info.path, "enable"))
+    info_text = " ".join(read_text(os.path.join(info.path, "info")).split())
+    path = read_text(os.path.join(info.path, "udev_path")) or _field(info_text, "File")
+    if enable not in (None, "1"):
         if not path or (own.path_owned(path) and not info.users):
             return None
         return StorageObject(name=info.name, path=path, size=0, serial="", product_id="",
                              vendor="", write_back=False, readonly=False)
-    product, vendor = _inquiry(so.path, info.name)
+    product, vendor = _inquiry(info.path, info.name)
+    serial = read_text(os.path.join(info.path, "wwn", "vpd_unit_serial"))
     state = StorageObject(
-        name=info.name, path=path, size=int(so.size), serial=so.wwn,
-        product_id=product, vendor=vendor,
-        write_back=bool(so.write_back), readonly=_readonly(path))
+        name=info.name, path=path, size=int(_field(info_text, "Size") or 0),
+        serial=serial.partition(":")[2].strip(), product_id=product, vendor=vendor,
+        write_back=read_text(os.path.join(info.path, "attrib", "emulate_write_cache")) == "1",
+        readonly=_readonly(path))
     if own.path_owned(state.path) and not info.users and not complete(state):
         return None
     return state
 
 
-def backing_path(so_path: str) -> str:
-    """The backing file: ``udev_path`` (rtslib writes it), else the ``File:`` of ``info``
-    (``fd_dev_name``). rtslib's own fallback misreads an empty name as the next word."""
-    path = read_text(os.path.join(so_path, "udev_path"))
-    if path:
-        return path
-    found = re.search(r"File: (\S*)\s+Size:", read_text(os.path.join(so_path, "info")))
-    return found.group(1) if found else ""
+def _field(info: str, key: str) -> str:
+    """A value of the ``info`` file (``File: <path> Size: <n> ...``); an empty ``File:``
+    is empty, not the next word."""
+    found = re.search(rf"(?:^| ){key}: (\S*)", info)
+    value = found.group(1) if found else ""
+    return "" if value.endswith(":") else value
 
 
 def _inquiry(so_path: str, name: str) -> tuple[str, str]:
@@ -205,15 +232,12 @@ def _inquiry(so_path: str, name: str) -> tuple[str, str]:
     ``wwn/vendor_id``: the vendor is then always LIO-ORG, and the product id is the
     backstore name (first 15 characters) exactly when ``emulate_model_alias`` is set."""
     wwn = os.path.join(so_path, "wwn")
-    product_file = os.path.join(wwn, "product_id")
-    if os.path.exists(product_file):
-        product = read_text(product_file)
-    else:
+    product = optional(os.path.join(wwn, "product_id"))
+    if product is None:
         alias = read_text(os.path.join(so_path, "attrib", "emulate_model_alias")) == "1"
         product = name[:15] if alias else ""
-    vendor_file = os.path.join(wwn, "vendor_id")
-    vendor = read_text(vendor_file) if os.path.exists(vendor_file) else VENDOR
-    return product, vendor
+    vendor = optional(os.path.join(wwn, "vendor_id"))
+    return product, VENDOR if vendor is None else vendor
 
 
 def complete(so: StorageObject) -> bool:
@@ -230,41 +254,89 @@ def _readonly(path: str) -> bool:
         return False
 
 
-def portals(tpg: Any) -> frozenset[Portal]:
-    return frozenset(Portal(np.ip_address, int(np.port)) for np in tpg.network_portals)
+def target_state(iqn: str, tree: Tree, own: Ownership) -> TargetState:
+    """The model view of a full scan."""
+    stores: list[StorageObject] = []
+    foreign: list[str] = []
+    for info in tree.storage.values():
+        if info.plugin != "fileio":
+            foreign.append(f"{info.plugin}/{info.name}")
+            continue
+        so = describe(info, own)
+        if so is None:
+            continue  # half-made by an interrupted create; the next create finishes
+        stores.append(so)
+        if not own.owns(so):
+            foreign.append(so.name)
+    foreign += tree.other_luns
+    names = {key: info.name for key, info in tree.storage.items()}
+    luns = tuple(Lun(i, names.get(k, k.rpartition("/")[2])) for i, k in sorted(tree.luns.items()))
+    state = TargetState(iqn=iqn, storage_objects=tuple(sorted(stores, key=lambda s: s.name)),
+                        luns=luns, foreign=tuple(sorted(foreign)))
+    return with_tpg(state, tree.tpg, acls=True)
 
 
-def attributes(tpg: Any) -> tuple[tuple[str, str], ...]:
-    base = os.path.join(tpg.path, "attrib")
-    return tuple((name, read_text(os.path.join(base, name))) for name in ACCESS_ATTRIBUTES
-                 if os.path.exists(os.path.join(base, name)))
+def with_tpg(state: TargetState, tpg: str | None, *, acls: bool) -> TargetState:
+    """``state`` with the TPG's own settings read now (a few files, whatever the number of
+    LUNs); with ``acls`` also the node ACLs (one directory per initiator)."""
+    if tpg is None:
+        return replace(state, exists=False, tpg_enabled=False, portals=frozenset(),
+                       attributes=(), acls=(), chap=NO_CHAP)
+    return replace(state, exists=True, tpg_enabled=read_text(os.path.join(tpg, "enable")) == "1",
+                   portals=portals(tpg), attributes=attributes(tpg), chap=read_chap(tpg),
+                   acls=read_acls(tpg) if acls else state.acls)
 
 
-def lun_stats(tpg: Any) -> dict[int, LunStats]:
+def portals(tpg: str) -> frozenset[Portal]:
+    out = set()
+    for name in listdir(os.path.join(tpg, "np")):
+        address, _, port = name.rpartition(":")
+        if address and port.isdigit():
+            out.add(Portal(address, int(port)))
+    return frozenset(out)
+
+
+def attributes(tpg: str) -> tuple[tuple[str, str], ...]:
+    base = os.path.join(tpg, "attrib")
+    values = ((name, optional(os.path.join(base, name))) for name in ACCESS_ATTRIBUTES)
+    return tuple((name, value) for name, value in values if value is not None)
+
+
+def lun_stats(tpg: str, indexes: Collection[int]) -> dict[int, LunStats]:
     """Per-LUN counters of the target port. The kernel counts read data in whole MiB
     (``read_mbytes``, bytes >> 20) and has no finer per-LUN byte counter; ``in_cmds``
-    counts every command, the path checker's TEST UNIT READY included."""
+    counts every command, the path checker's TEST UNIT READY included. A LUN removed
+    meanwhile is left out."""
     out: dict[int, LunStats] = {}
-    for index, _ in _lun_links(tpg):
-        port = os.path.join(tpg.path, "lun", f"lun_{index}", "statistics", "scsi_tgt_port")
-        mbytes = read_text(os.path.join(port, "read_mbytes")) or "0"
-        cmds = read_text(os.path.join(port, "in_cmds")) or "0"
-        out[index] = LunStats(index=index, read_bytes=int(mbytes) << 20, commands=int(cmds))
+    for index in indexes:
+        port = os.path.join(tpg, "lun", f"lun_{index}", "statistics", "scsi_tgt_port")
+        mbytes = optional(os.path.join(port, "read_mbytes"))
+        cmds = optional(os.path.join(port, "in_cmds"))
+        if mbytes is not None and cmds is not None:
+            out[index] = LunStats(index=index, read_bytes=int(mbytes or 0) << 20,
+                                  commands=int(cmds or 0))
     return out
 
 
-def session_initiators(tpg: Any) -> tuple[str, ...]:
+def session_initiators(tpg: str) -> tuple[str, ...]:
     """Logged-in initiators: dynamic sessions (generated ACLs) and explicit ACLs' ``info``."""
     names: set[str] = set()
-    dynamic = read_text(os.path.join(tpg.path, "dynamic_sessions"))
+    dynamic = read_text(os.path.join(tpg, "dynamic_sessions"))
     for entry in dynamic.replace("\0", "\n").splitlines():
         name = entry.split(",", 1)[0].strip()
         if name:
             names.add(name)
-    acls = os.path.join(tpg.path, "acls")
-    if os.path.isdir(acls):
-        for acl in os.listdir(acls):
-            info = read_text(os.path.join(acls, acl, "info"))
-            if "LIO Session ID" in info:
-                names.add(acl)
+    for acl in listdir(os.path.join(tpg, "acls")):
+        if "LIO Session ID" in read_text(os.path.join(tpg, "acls", acl, "info")):
+            names.add(acl)
     return tuple(sorted(names))
+
+
+def shape(root: str, iqn: str) -> tuple[tuple[str, ...], ...]:
+    """The names that change whenever an object is made or removed anywhere that matters
+    to this worker (fabrics, backstores, targets, our TPG's LUNs and ACLs): six directory
+    listings, however many LUNs there are."""
+    tpg = tpg_dir(root, iqn)
+    return tuple(tuple(listdir(p)) for p in (
+        root, os.path.join(root, "core"), os.path.join(root, "iscsi"),
+        os.path.dirname(tpg), os.path.join(tpg, "lun"), os.path.join(tpg, "acls")))

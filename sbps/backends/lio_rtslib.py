@@ -1,5 +1,6 @@
 """rtslib-fb plumbing for the LIO backend: pointing rtslib at a configfs root, error
-translation, and the atomic ``saveconfig.json`` writer.
+translation, the atomic ``saveconfig.json`` writer, and the small configfs file helpers the
+readers share.
 
 Owns the process-wide rtslib settings (rtslib keeps them in module globals and class
 attributes, and builds ``RTSRoot()`` internally, so they cannot be scoped to one object):
@@ -204,3 +205,34 @@ def read_text(path: str) -> str:
 def write_text(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(f"{value}\n")
+
+
+def optional(path: str) -> str | None:
+    """Like ``read_text``, but None when the file is absent (an older kernel)."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def listdir(path: str) -> list[str]:
+    """Sorted names in a configfs directory; none when it is absent."""
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def link_in(directory: str, skip: frozenset[str]) -> str | None:
+    """The target of the one symlink in ``directory`` (a LUN or a mapped LUN), found by
+    trying ``readlink`` on the entries that are not known attributes: one call per entry
+    instead of an ``lstat`` of each."""
+    for entry in listdir(directory):
+        if entry in skip:
+            continue
+        try:
+            return os.readlink(os.path.join(directory, entry))
+        except OSError:  # not a link (an attribute a newer kernel added), or just removed
+            continue
+    return None

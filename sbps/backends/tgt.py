@@ -52,6 +52,7 @@ watches bytes read and data commands.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from sbps.backends.tgt_access import TgtAccess
@@ -152,11 +153,14 @@ class TgtBackend:
         ours, _ = self._ours()
         return () if ours is None else tuple(sorted(n.initiator for n in ours.nexus))
 
-    def stats(self) -> dict[int, LunStats]:
+    def stats(self, indexes: Collection[int] | None = None) -> dict[int, LunStats]:
+        """One ``tgtadm`` call whatever ``indexes`` asks for: every call also accounts for
+        the sessions that logged out since the last one (see ``tgtmap.Counters``)."""
         ours, _ = self._ours()
         if ours is None:
             return {}
-        return self._counters.update(self.tgtadm.stat(ours.tid), data_luns(ours))
+        every = self._counters.update(self.tgtadm.stat(ours.tid), data_luns(ours))
+        return every if indexes is None else {i: every[i] for i in indexes if i in every}
 
     # Writing ------------------------------------------------------------------------
 

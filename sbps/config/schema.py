@@ -147,6 +147,12 @@ class TargetConfig:
                        max=16383)
     lun_quarantine: float = opt(86400.0, "How long a freed LUN id rests before reuse.",
                                 kind="duration", min=0, max=365 * 86400)
+    verify_interval: float = opt(300.0, "LIO: how often a pass reads every object of the "
+                                 "target in full. In between, a pass re-reads the TPG's "
+                                 "settings and the lists of backstores, LUNs and ACLs, and "
+                                 "reads in full when one of them changed or sbps wrote; "
+                                 "0 reads in full every pass.", kind="duration", min=0,
+                                 max=86400)
     adopt_keep_backing: bool = opt(False, "Keep adopted field-agent LUNs on their old backing "
                                    "file instead of switching to the verified cache.")
     tgtadm: str = opt("tgtadm", "tgtadm program for backend = tgt.", kind="path")

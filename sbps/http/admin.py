@@ -80,7 +80,7 @@ def _bool_param(request: web.Request, name: str) -> bool:
 
 async def debug_state(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    st = deps.control.status
+    st = await deps.control.refresh_counters()
     claims: Mapping[str, int] | None = None
     if deps.claims_held is not None:
         claims = await asyncio.get_running_loop().run_in_executor(None, deps.claims_held)
@@ -92,7 +92,7 @@ async def debug_state(request: web.Request) -> web.Response:
         "gate_open": st.gate_open, "serving": st.serving, "dns_registered": st.dns_registered,
         "degraded": list(st.degraded), "errors": list(st.errors),
         "desired": jsonable(st.images), "actual": jsonable(st.target),
-        "stats": jsonable(st.stats), "problems": jsonable(st.problems),
+        "stats": jsonable(st.stats), "stats_at": iso(st.stats_at), "problems": jsonable(st.problems),
         "notes": jsonable(st.notes), "last_plan": plan_doc(st.last_plan),
         "last_report": report_doc(st.last_report),
         "held": sorted(lc.held), "forced": sorted(lc.forced),

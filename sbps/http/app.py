@@ -174,7 +174,9 @@ async def bootparams(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     encoder, ctype = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(request.app[DEPS].registry)
+    deps = request.app[DEPS]
+    await deps.control.refresh_counters()  # a scrape reads the LUN counters of now
+    body = encoder(deps.registry)
     return web.Response(body=body, headers={"Content-Type": ctype})
 
 

@@ -41,6 +41,10 @@ class Control(Protocol):
 
     async def sessions(self) -> tuple[str, ...]: ...
 
+    async def refresh_counters(self) -> Status:
+        """The status with every LUN's I/O counters read now (at most once a second)."""
+        ...
+
 
 #: ``bootparams(ims_id, network)`` -> the boot parameters document; may be a coroutine.
 BootParams = Callable[[str, str], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]

@@ -62,10 +62,13 @@ class Env:
     def saveconfig(self) -> str:
         return os.path.join(self.workdir, "etc", "saveconfig.json")
 
-    def backend(self) -> LioBackend:
+    def backend(self, verify_interval: float = 300.0,
+                clock: Callable[[], float] | None = None) -> LioBackend:
         cfg = TargetConfig(configfs_root=os.path.join(self.mount, "target"),
-                           saveconfig_path=self.saveconfig)
-        return LioBackend(cfg, self.cache_dir, IQN)
+                           saveconfig_path=self.saveconfig, verify_interval=verify_interval)
+        if clock is None:
+            return LioBackend(cfg, self.cache_dir, IQN)
+        return LioBackend(cfg, self.cache_dir, IQN, clock=clock)
 
     def ctl(self) -> ControlClient:
         if not self.control:
@@ -267,6 +270,37 @@ def scenario_leftovers(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     return converge(env, {1: 1, 2: 2})
 
 
+def scenario_drift(env: Env, args: dict[str, Any]) -> dict[str, Any]:
+    """Changes made behind sbps's back between two reads of one backend: what a read sees
+    at once (anything that adds or removes an object, the TPG's settings) and what only the
+    next full read sees (a LUN re-linked in place), once ``verify_interval`` has passed."""
+    converge(env, {1: 1, 2: 2})
+    now = [1000.0]
+    backend = env.backend(verify_interval=300.0, clock=lambda: now[0])
+    luns = lambda state: {lun.index: lun.storage_object for lun in state.luns}  # noqa: E731
+    result: dict[str, Any] = {"full": state_json(backend.read()),
+                              "cached": state_json(backend.read())}
+    tpg = os.path.join(env.mount, "target", "iscsi", IQN, "tpgt_1")
+    lun2 = os.path.join(tpg, "lun", "lun_2")
+    [link2] = [n for n in os.listdir(lun2) if os.path.islink(os.path.join(lun2, n))]
+    so2 = os.path.realpath(os.path.join(lun2, link2))
+    os.unlink(os.path.join(lun2, link2))
+    os.rmdir(lun2)
+    result["lun_removed"] = luns(backend.read())
+    with open(os.path.join(tpg, "enable"), "w") as f:
+        f.write("0\n")
+    result["tpg_disabled"] = backend.read().tpg_enabled
+    lun1 = os.path.join(tpg, "lun", "lun_1")
+    [link1] = [n for n in os.listdir(lun1) if os.path.islink(os.path.join(lun1, n))]
+    os.unlink(os.path.join(lun1, link1))
+    os.symlink(so2, os.path.join(lun1, link1))
+    result["relinked_before_verify"] = luns(backend.read())
+    now[0] += 301.0
+    result["relinked_after_verify"] = luns(backend.read())
+    result["names"] = {str(n): image(n).identity.name for n in (1, 2)}
+    return result
+
+
 def scenario_read(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     backend = env.backend()
     ctl = env.ctl()
@@ -277,7 +311,7 @@ def scenario_read(env: Env, args: dict[str, Any]) -> dict[str, Any]:
 
 SCENARIOS: dict[str, Callable[[Env, dict[str, Any]], dict[str, Any]]] = {
     "converge": scenario_converge, "foreign": scenario_foreign, "eio": scenario_eio,
-    "batch": scenario_batch, "read": scenario_read, "leftovers": scenario_leftovers,
+    "batch": scenario_batch, "read": scenario_read, "drift": scenario_drift, "leftovers": scenario_leftovers,
 }
 
 

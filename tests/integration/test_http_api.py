@@ -331,12 +331,14 @@ async def test_metrics_follow_the_snapshot(api: ApiServer, http: aiohttp.ClientS
     assert "iscsi_rootfs_lun_cnt 3.0" in lines and "iscsi_pe_lun_cnt 1.0" in lines
     assert 'sbps_images{state="failed"} 1.0' in lines
     assert not any(line.startswith("iscsi_read_rate{") for line in lines)
-    # The next pass: LUN 11 read 7 MiB more and 500 more commands in 10 s.
+    # The next reading (the next scrape): LUN 11 read 7 MiB more and 500 more commands in
+    # 10 s; a pass in between.
     st = api.control.status
     stats = dict(st.stats)
     stats[11] = LunStats(11, 10 * 2**20, 600)
-    api.control.set_status(replace(st, passes=2, last_pass_at=st.last_pass_at + 10,
-                                   stats=stats))
+    assert st.last_pass_at is not None and st.stats_at is not None
+    api.control.set_status(replace(st, passes=2, last_pass_at=st.last_pass_at + 5,
+                                   stats=stats, stats_at=st.stats_at + 10))
     async with http.get(f"{api.url}/metrics") as r:
         lines = (await r.text()).splitlines()
     assert f"iscsi_read_mbytes{{{a}}} 10.0" in lines
@@ -344,6 +346,7 @@ async def test_metrics_follow_the_snapshot(api: ApiServer, http: aiohttp.ClientS
     assert f"iscsi_read_rate{{{c}}} 0.0" in lines
     assert 'sbps_reconcile_runs_total{result="success"} 2.0' in lines
     assert 'sbps_actions_total{kind="CreateLun",result="ok"} 2.0' in lines
+    assert api.control.counter_reads == 2  # each scrape asked for the counters of now
 
 
 async def test_metrics_openmetrics_by_negotiation(api: ApiServer,

@@ -161,6 +161,19 @@ def test_stats_and_sessions_come_from_configfs(runner: Runner) -> None:
     assert ctl.writes() == 0
 
 
+def test_a_read_sees_changes_behind_its_back(runner: Runner) -> None:
+    """Reads between full ones re-read the TPG and the object lists only: a change that
+    adds or removes an object is seen at once, a LUN re-linked in place after
+    ``target.verify_interval``."""
+    result = runner.run("drift")
+    names = result["names"]
+    assert result["cached"] == result["full"]
+    assert result["lun_removed"] == {"1": names["1"]}
+    assert result["tpg_disabled"] is False
+    assert result["relinked_before_verify"] == {"1": names["1"]}
+    assert result["relinked_after_verify"] == {"1": names["2"]}
+
+
 def test_foreign_objects_survive_and_are_refused(runner: Runner) -> None:
     result = runner.run("foreign")
     assert result["second_pass_writes"] == 0

@@ -12,7 +12,8 @@ from tests.realkernel.conftest import GuestReport
 # Software emulation: the guest build and boot land in the first test's setup.
 pytestmark = pytest.mark.timeout(1800)
 
-SHARED = ("test_converge_from_empty_then_zero_writes",
+SHARED = ("test_a_read_sees_changes_behind_its_back",
+          "test_converge_from_empty_then_zero_writes",
           "test_foreign_objects_survive_and_are_refused",
           "test_injected_eio_fails_only_that_action")
 

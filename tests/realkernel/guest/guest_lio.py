@@ -27,6 +27,7 @@ import pytest
 from configfs.rtslib_compat import point_rtslib_at, restore_rtslib
 from tests.integration import lio_scenarios as sc
 from tests.integration.test_lio_backend import (  # noqa: F401 - collected here too
+    test_a_read_sees_changes_behind_its_back,
     test_converge_from_empty_then_zero_writes,
     test_foreign_objects_survive_and_are_refused,
     test_injected_eio_fails_only_that_action,
