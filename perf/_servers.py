@@ -127,10 +127,10 @@ class BenchWorker(Worker):
         return [sys.executable, "-m", "sbps.daemon", "--config", str(self.config_path),
                 *extra]
 
-    def start(self) -> None:
+    def start(self, **env: str) -> None:
         # A restarted worker writes a new URL; the old one must not be read meanwhile.
         (self.root / "state/http-url").unlink(missing_ok=True)
-        super().start()
+        super().start(**env)
 
     @property
     def pid(self) -> int:

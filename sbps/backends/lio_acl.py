@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Any
 
-from sbps.backends.lio_rtslib import link_in, listdir, read_text, translated
+from sbps.backends.lio_rtslib import Dir, listdir, translated
 from sbps.errors import BackendError
 from sbps.model import (
     NO_CHAP,
@@ -39,11 +39,11 @@ _AUTH_FILES = ("userid", "password", "userid_mutual", "password_mutual")
 _MAPPED_ATTRS = frozenset({"write_protect", "statistics"})
 
 
-def read_chap(path: str) -> Chap:
-    """The credentials in ``<path>/auth``; "NULL" and empty mean unset."""
+def read_chap(node: Dir) -> Chap:
+    """The credentials in ``auth/`` of a TPG or an ACL; "NULL" and empty mean unset."""
     values = []
     for name in _AUTH_FILES:
-        value = read_text(os.path.join(path, "auth", name))
+        value = node.read(f"auth/{name}") or ""
         values.append("" if value == "NULL" else value)
     user, secret, mutual_user, mutual_secret = values
     if not user:
@@ -58,21 +58,29 @@ def read_acls(tpg: str) -> tuple[NodeAcl, ...]:
     out = []
     for name in listdir(os.path.join(tpg, "acls")):
         path = os.path.join(tpg, "acls", name)
+        acl = Dir.at(path)
+        if acl is None:
+            continue  # removed meanwhile
         luns = []
-        for entry in listdir(path):
-            if not entry.startswith("lun_") or not entry[4:].isdigit():
-                continue
-            mapped = os.path.join(path, entry)
-            link = link_in(mapped, _MAPPED_ATTRS)
-            if link is None:
-                continue  # half-made by a killed process: MapLun finishes it
-            target = os.path.normpath(os.path.join(mapped, link))
-            if os.path.dirname(target) != lun_dir or not target[-1].isdigit():
-                continue
-            wp = read_text(os.path.join(mapped, "write_protect")) == "1"
-            luns.append(MappedLun(int(entry[4:]), int(os.path.basename(target)[4:]), wp))
-        tag = read_text(os.path.join(path, "tag"))
-        out.append(NodeAcl(name, tuple(luns), read_chap(path), owned=tag == TAG))
+        with acl:
+            for entry in acl.names():
+                if not entry.startswith("lun_") or not entry[4:].isdigit():
+                    continue
+                mapped = Dir.at(entry, acl)
+                if mapped is None:
+                    continue
+                with mapped:
+                    link = mapped.link(_MAPPED_ATTRS)
+                    wp = mapped.read("write_protect") == "1"
+                if link is None:
+                    continue  # half-made by a killed process: MapLun finishes it
+                target = os.path.normpath(os.path.join(path, entry, link))
+                if os.path.dirname(target) != lun_dir or not target[-1].isdigit():
+                    continue
+                luns.append(MappedLun(int(entry[4:]), int(os.path.basename(target)[4:]), wp))
+            tag = acl.read("tag") or ""
+            chap = read_chap(acl)
+        out.append(NodeAcl(name, tuple(luns), chap, owned=tag == TAG))
     return tuple(out)
 
 
@@ -137,7 +145,8 @@ def _set_auth(tpg: Any, iqn: str, action: SetAuth) -> None:
             f"{iqn}/tpg1/acls/{action.initiator}"
         if not os.path.isdir(path):
             raise BackendError("set CHAP", obj, "the ACL does not exist")
-    chap, live = action.chap, read_chap(path)
+    with Dir(path) as node:
+        chap, live = action.chap, read_chap(node)
     pairs = ((chap.user, live.user), (chap.secret, live.secret),
              (chap.mutual_user, live.mutual_user), (chap.mutual_secret, live.mutual_secret))
     for name, (want, have) in zip(_AUTH_FILES, pairs, strict=True):

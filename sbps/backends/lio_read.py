@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 
 from sbps.backends.lio_acl import read_acls, read_chap
-from sbps.backends.lio_rtslib import link_in, listdir, optional, read_text
+from sbps.backends.lio_rtslib import Dir, listdir, read_text
 from sbps.model import NO_CHAP, VENDOR, Lun, LunStats, Portal, StorageObject, TargetState
 
 TPG_TAG = 1
@@ -90,17 +90,7 @@ def tpg_dir(root: str, iqn: str) -> str:
 
 def scan(root: str, iqn: str) -> Tree:
     """One walk over storage objects and every fabric's LUNs."""
-    storage: dict[str, SoInfo] = {}
-    core = os.path.join(root, "core")
-    for hba in listdir(core):
-        prefix, _, number = hba.rpartition("_")
-        plugin = PLUGINS.get(prefix)
-        if plugin is None or not number.isdigit():
-            continue
-        for name in listdir(os.path.join(core, hba)):
-            if name not in _HBA_ATTRS:
-                key = f"{hba}/{name}"
-                storage[key] = SoInfo(plugin, name, key, os.path.join(core, hba, name))
+    storage = _storage(os.path.join(root, "core"))
     ours = tpg_dir(root, iqn)
     luns: dict[int, str] = {}
     broken: list[int] = []
@@ -125,6 +115,27 @@ def scan(root: str, iqn: str) -> Tree:
                 tuple(others))
 
 
+def _storage(core: str) -> dict[str, SoInfo]:
+    storage: dict[str, SoInfo] = {}
+    c = Dir.at(core)
+    if c is None:
+        return storage
+    with c:
+        for hba in c.names():
+            prefix, _, number = hba.rpartition("_")
+            plugin = PLUGINS.get(prefix)
+            h = Dir.at(hba, c) if plugin is not None and number.isdigit() else None
+            if plugin is None or h is None:
+                continue
+            with h:
+                names = h.names()
+            for name in names:
+                if name not in _HBA_ATTRS:
+                    key = f"{hba}/{name}"
+                    storage[key] = SoInfo(plugin, name, key, os.path.join(core, key))
+    return storage
+
+
 def _tpgs(root: str) -> Iterator[tuple[str, str, int, str]]:
     """(fabric, target wwn, tag, directory) of every TPG of every loaded fabric."""
     for fabric in listdir(root):
@@ -146,10 +157,11 @@ def link_key(link: str) -> str | None:
 
 def lun_link(tpg: str, index: int) -> tuple[bool, str | None]:
     """Whether ``lun_<index>`` exists in the TPG, and the key of the object it links."""
-    lun_dir = os.path.join(tpg, "lun", f"lun_{index}")
-    if not os.path.isdir(lun_dir):
+    lun_dir = Dir.at(os.path.join(tpg, "lun", f"lun_{index}"))
+    if lun_dir is None:
         return False, None
-    link = link_in(lun_dir, _LUN_ATTRS)
+    with lun_dir:
+        link = lun_dir.link(_LUN_ATTRS)
     return True, link_key(link) if link else None
 
 
@@ -159,10 +171,18 @@ def lun_indexes(tpg: str) -> list[int]:
 
 
 def lun_links(tpg: str) -> Iterator[tuple[int, str | None]]:
-    base = os.path.join(tpg, "lun")
-    for entry in listdir(base):
-        if entry.startswith("lun_") and entry[4:].isdigit():
-            link = link_in(os.path.join(base, entry), _LUN_ATTRS)
+    base = Dir.at(os.path.join(tpg, "lun"))
+    if base is None:
+        return
+    with base:
+        for entry in base.names():
+            if not entry.startswith("lun_") or not entry[4:].isdigit():
+                continue
+            lun_dir = Dir.at(entry, base)
+            if lun_dir is None:
+                continue  # removed meanwhile
+            with lun_dir:
+                link = lun_dir.link(_LUN_ATTRS)
             yield int(entry[4:]), link_key(link) if link else None
 
 
@@ -199,21 +219,23 @@ def describe(info: SoInfo, own: Ownership) -> StorageObject | None:
     from the name), with no LUN linking it. rtslib's create writes mkdir, control, udev_path,
     enable and serial in that order, then sbps writes product id and vendor.
     """
-    enable = optional(os.path.join(info.path, "enable"))
-    info_text = " ".join(read_text(os.path.join(info.path, "info")).split())
-    path = read_text(os.path.join(info.path, "udev_path")) or _field(info_text, "File")
-    if enable not in (None, "1"):
-        if not path or (own.path_owned(path) and not info.users):
-            return None
-        return StorageObject(name=info.name, path=path, size=0, serial="", product_id="",
-                             vendor="", write_back=False, readonly=False)
-    product, vendor = _inquiry(info.path, info.name)
-    serial = read_text(os.path.join(info.path, "wwn", "vpd_unit_serial"))
+    with Dir(info.path) as d:
+        enable = d.read("enable")
+        info_text = " ".join((d.read("info") or "").split())
+        # fd_dev_name; rtslib writes the same path to udev_path after it.
+        path = _field(info_text, "File") or d.read("udev_path") or ""
+        if enable not in (None, "1"):
+            if not path or (own.path_owned(path) and not info.users):
+                return None
+            return StorageObject(name=info.name, path=path, size=0, serial="", product_id="",
+                                 vendor="", write_back=False, readonly=False)
+        product, vendor = _inquiry(d, info.name)
+        serial = d.read("wwn/vpd_unit_serial") or ""
+        write_back = d.read("attrib/emulate_write_cache") == "1"
     state = StorageObject(
         name=info.name, path=path, size=int(_field(info_text, "Size") or 0),
         serial=serial.partition(":")[2].strip(), product_id=product, vendor=vendor,
-        write_back=read_text(os.path.join(info.path, "attrib", "emulate_write_cache")) == "1",
-        readonly=_readonly(path))
+        write_back=write_back, readonly=_readonly(path))
     if own.path_owned(state.path) and not info.users and not complete(state):
         return None
     return state
@@ -227,16 +249,14 @@ def _field(info: str, key: str) -> str:
     return "" if value.endswith(":") else value
 
 
-def _inquiry(so_path: str, name: str) -> tuple[str, str]:
+def _inquiry(so: Dir, name: str) -> tuple[str, str]:
     """Product id and vendor. Kernels before 5.0 have no ``wwn/product_id`` or
     ``wwn/vendor_id``: the vendor is then always LIO-ORG, and the product id is the
     backstore name (first 15 characters) exactly when ``emulate_model_alias`` is set."""
-    wwn = os.path.join(so_path, "wwn")
-    product = optional(os.path.join(wwn, "product_id"))
+    product = so.read("wwn/product_id")
     if product is None:
-        alias = read_text(os.path.join(so_path, "attrib", "emulate_model_alias")) == "1"
-        product = name[:15] if alias else ""
-    vendor = optional(os.path.join(wwn, "vendor_id"))
+        product = name[:15] if so.read("attrib/emulate_model_alias") == "1" else ""
+    vendor = so.read("wwn/vendor_id")
     return product, VENDOR if vendor is None else vendor
 
 
@@ -279,12 +299,16 @@ def target_state(iqn: str, tree: Tree, own: Ownership) -> TargetState:
 def with_tpg(state: TargetState, tpg: str | None, *, acls: bool) -> TargetState:
     """``state`` with the TPG's own settings read now (a few files, whatever the number of
     LUNs); with ``acls`` also the node ACLs (one directory per initiator)."""
-    if tpg is None:
+    d = Dir.at(tpg) if tpg is not None else None
+    if tpg is None or d is None:
         return replace(state, exists=False, tpg_enabled=False, portals=frozenset(),
                        attributes=(), acls=(), chap=NO_CHAP)
-    return replace(state, exists=True, tpg_enabled=read_text(os.path.join(tpg, "enable")) == "1",
-                   portals=portals(tpg), attributes=attributes(tpg), chap=read_chap(tpg),
-                   acls=read_acls(tpg) if acls else state.acls)
+    with d:
+        values = ((name, d.read(f"attrib/{name}")) for name in ACCESS_ATTRIBUTES)
+        return replace(state, exists=True, tpg_enabled=d.read("enable") == "1",
+                       portals=portals(tpg),
+                       attributes=tuple((n, v) for n, v in values if v is not None),
+                       chap=read_chap(d), acls=read_acls(tpg) if acls else state.acls)
 
 
 def portals(tpg: str) -> frozenset[Portal]:
@@ -296,25 +320,23 @@ def portals(tpg: str) -> frozenset[Portal]:
     return frozenset(out)
 
 
-def attributes(tpg: str) -> tuple[tuple[str, str], ...]:
-    base = os.path.join(tpg, "attrib")
-    values = ((name, optional(os.path.join(base, name))) for name in ACCESS_ATTRIBUTES)
-    return tuple((name, value) for name, value in values if value is not None)
-
-
 def lun_stats(tpg: str, indexes: Collection[int]) -> dict[int, LunStats]:
     """Per-LUN counters of the target port. The kernel counts read data in whole MiB
     (``read_mbytes``, bytes >> 20) and has no finer per-LUN byte counter; ``in_cmds``
     counts every command, the path checker's TEST UNIT READY included. A LUN removed
     meanwhile is left out."""
     out: dict[int, LunStats] = {}
-    for index in indexes:
-        port = os.path.join(tpg, "lun", f"lun_{index}", "statistics", "scsi_tgt_port")
-        mbytes = optional(os.path.join(port, "read_mbytes"))
-        cmds = optional(os.path.join(port, "in_cmds"))
-        if mbytes is not None and cmds is not None:
-            out[index] = LunStats(index=index, read_bytes=int(mbytes or 0) << 20,
-                                  commands=int(cmds or 0))
+    base = Dir.at(os.path.join(tpg, "lun")) if indexes else None
+    if base is None:
+        return out
+    with base:
+        for index in indexes:
+            port = f"lun_{index}/statistics/scsi_tgt_port"
+            mbytes = base.read(f"{port}/read_mbytes")
+            cmds = base.read(f"{port}/in_cmds")
+            if mbytes is not None and cmds is not None:
+                out[index] = LunStats(index=index, read_bytes=int(mbytes or 0) << 20,
+                                      commands=int(cmds or 0))
     return out
 
 

@@ -207,15 +207,6 @@ def write_text(path: str, value: str) -> None:
         f.write(f"{value}\n")
 
 
-def optional(path: str) -> str | None:
-    """Like ``read_text``, but None when the file is absent (an older kernel)."""
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        return None
-
-
 def listdir(path: str) -> list[str]:
     """Sorted names in a configfs directory; none when it is absent."""
     try:
@@ -224,15 +215,55 @@ def listdir(path: str) -> list[str]:
         return []
 
 
-def link_in(directory: str, skip: frozenset[str]) -> str | None:
-    """The target of the one symlink in ``directory`` (a LUN or a mapped LUN), found by
-    trying ``readlink`` on the entries that are not known attributes: one call per entry
-    instead of an ``lstat`` of each."""
-    for entry in listdir(directory):
-        if entry in skip:
-            continue
+class Dir:
+    """An open configfs directory. Names below it are looked up from it rather than from
+    ``/``: each path component is a lookup (through FUSE, a round trip), so reading a few
+    files of one object costs a few calls instead of a few dozen."""
+
+    def __init__(self, path: str, parent: Dir | None = None) -> None:
+        flags = os.O_RDONLY | os.O_DIRECTORY
+        self.fd: int = os.open(path, flags, dir_fd=parent.fd if parent else None)
+
+    @classmethod
+    def at(cls, path: str, parent: Dir | None = None) -> Dir | None:
+        """The directory, or None when it does not exist."""
         try:
-            return os.readlink(os.path.join(directory, entry))
-        except OSError:  # not a link (an attribute a newer kernel added), or just removed
-            continue
-    return None
+            return cls(path, parent)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def __enter__(self) -> Dir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def names(self) -> list[str]:
+        return sorted(os.listdir(self.fd))
+
+    def read(self, name: str) -> str | None:
+        """An attribute's value without the trailing newline; None when absent."""
+        try:
+            fd = os.open(name, os.O_RDONLY, dir_fd=self.fd)
+        except FileNotFoundError:
+            return None
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode(errors="replace").strip()
+
+    def link(self, skip: frozenset[str]) -> str | None:
+        """The target of the one symlink here (a LUN or a mapped LUN), found by trying
+        ``readlink`` on the entries that are not known attributes: one call per entry
+        instead of an ``lstat`` of each."""
+        for entry in self.names():
+            if entry in skip:
+                continue
+            try:
+                return os.readlink(entry, dir_fd=self.fd)
+            except OSError:  # not a link (an attribute a newer kernel added), or just removed
+                continue
+        return None
