@@ -24,15 +24,14 @@ from typing import Any
 from sbps.backends import lio_read as rd
 from sbps.backends.lio_acl import apply_acl_action
 from sbps.backends.lio_rtslib import (
-    dump_config,
     forget_backstore_indexes,
     point_rtslib_at,
     read_text,
     rtslib_root,
-    save_atomically,
     translated,
     write_text,
 )
+from sbps.backends.lio_save import SavedConfig
 from sbps.config import TargetConfig
 from sbps.errors import BackendError
 from sbps.model import (
@@ -68,6 +67,8 @@ class LioBackend:
         self.clock = clock
         self._opened = False
         self._known: _Read | None = None
+        self._saved = SavedConfig(target.saveconfig_path, iqn,
+                                  max_age=target.verify_interval, clock=clock)
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -144,19 +145,21 @@ class LioBackend:
             raise BackendError(action.kind, action.subject or self.iqn,
                                "not a target action")
         self._known = None  # whatever happens next, the next read is a full one
+        kind, name = _touches(action)
+        if kind:
+            self._saved.forget(kind, name)
         handler(self, action)
 
     def commit(self) -> None:
         """Save rtslib's dump of the whole configuration for target.service (atomically,
-        previous file kept as ``.bak``)."""
+        previous file kept as ``.bak``; see ``lio_save``)."""
         root = self._root()
         path = self.config.saveconfig_path
         with translated("save", path):
-            config, skipped = dump_config(root)
-            if skipped:
-                log.warning("saving without half-made objects: %s", ", ".join(skipped),
-                            extra={"iqn": self.iqn})
-            save_atomically(config, path)
+            skipped = self._saved.save(root, self._configfs)
+        if skipped:
+            log.warning("saved without half-made objects: %s", ", ".join(skipped),
+                        extra={"iqn": self.iqn})
 
     def _create_target(self, action: CreateTarget) -> None:
         if action.iqn != self.iqn:
@@ -312,6 +315,22 @@ class LioBackend:
         self._root()
         with translated(op, action.name):
             _rtslib_object(info).delete()
+
+
+def _touches(action: Action) -> tuple[str, str]:
+    """The object of this worker's target an action changes, as ``SavedConfig`` keys it."""
+    if isinstance(action, CreateStorageObject):
+        return "so", action.storage.name
+    if isinstance(action, DeleteStorageObject):
+        return "so", action.name
+    if isinstance(action, CreateLun):
+        return "lun", str(action.lun.index)
+    if isinstance(action, DeleteLun):
+        return "lun", str(action.index)
+    if isinstance(action, CreateAcl | DeleteAcl | MapLun | UnmapLun | SetAuth) \
+            and action.initiator is not None:
+        return "acl", action.initiator
+    return "", ""
 
 
 def _rtslib_object(info: rd.SoInfo) -> Any:

@@ -1,6 +1,5 @@
 """rtslib-fb plumbing for the LIO backend: pointing rtslib at a configfs root, error
-translation, the atomic ``saveconfig.json`` writer, and the small configfs file helpers the
-readers share.
+translation, and the small configfs file helpers the readers share.
 
 Owns the process-wide rtslib settings (rtslib keeps them in module globals and class
 attributes, and builds ``RTSRoot()`` internally, so they cannot be scoped to one object):
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -105,92 +103,6 @@ def translated(operation: str, obj: str) -> Iterator[None]:
             reason = f"{reason} ({os.strerror(code)})"
         raise BackendError(operation, obj, reason,
                            temporary=code in _TEMPORARY_ERRNOS) from exc
-
-
-def dump_config(root: Any) -> tuple[dict[str, Any], list[str]]:
-    """rtslib's dump of the whole configuration, as ``targetcli saveconfig`` writes it.
-
-    ``RTSRoot.dump()`` fails as a whole on one half-made object (a storage object never
-    enabled, a LUN without its link: what a process killed mid-create leaves). Then the dump
-    is rebuilt item by item from rtslib's own per-object dumps, leaving out only what cannot
-    be dumped (and could not be restored either); returns those items' names too.
-    """
-    from rtslib_fb.node import CFSNode
-    from rtslib_fb.utils import RTSLibError
-
-    try:
-        return root.dump(), []
-    except (RTSLibError, OSError):
-        pass
-    skipped: list[str] = []
-
-    def each(items: Any, label: Any) -> list[dict[str, Any]]:
-        out = []
-        for item in items:
-            try:
-                out.append(item.dump())
-            except (RTSLibError, OSError):
-                skipped.append(label(item))
-        return out
-
-    config: dict[str, Any] = CFSNode.dump(root)
-    config["storage_objects"] = each(root.storage_objects, lambda so: f"{so.plugin}/{so.name}")
-    config["targets"] = []
-    for target in root.targets:
-        try:
-            config["targets"].append(target.dump())
-            continue
-        except (RTSLibError, OSError):
-            pass
-        tpgs = []
-        for tpg in target.tpgs:
-            try:
-                tpgs.append(tpg.dump())
-                continue
-            except (RTSLibError, OSError):
-                pass
-            where = f"{target.wwn}/tpg{tpg.tag}"
-            d = CFSNode.dump(tpg)
-            d.update(tag=tpg.tag, enable=tpg.enable,
-                     luns=each(tpg.luns, lambda lun, w=where: f"{w}/lun{lun.lun}"),
-                     portals=each(tpg.network_portals, lambda np: str(np)),
-                     node_acls=each(tpg.node_acls, lambda acl: str(acl)))
-            tpgs.append(d)
-        config["targets"].append({**CFSNode.dump(target), "wwn": target.wwn,
-                                  "fabric": target.fabric_module.name, "tpgs": tpgs})
-    config["fabric_modules"] = [f.dump() for f in root.fabric_modules
-                                if f.has_feature("discovery_auth") and f.discovery_enable_auth]
-    return config, skipped
-
-
-def save_atomically(config: dict[str, Any], path: str) -> None:
-    """Write ``config`` as ``path``: temp file, fsync, previous file kept as ``.bak``, rename,
-    directory fsync. A crash at any point leaves either the old or the new file in place."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.sbps-tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(config, f, sort_keys=True, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        if os.path.exists(path):
-            backup = f"{path}.bak"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(backup)
-            os.link(path, backup)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def read_text(path: str) -> str:

@@ -134,12 +134,13 @@ def run(backend: LioBackend, actions: Sequence[Action]) -> dict[str, str]:
     return failed
 
 
-def converge(env: Env, claims: dict[int, int]) -> dict[str, Any]:
+def converge(env: Env, claims: dict[int, int], backend: LioBackend | None = None,
+             retire_due: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Read, plan, apply until the plan is empty; then prove a further pass writes nothing."""
-    backend = env.backend()
+    backend = backend or env.backend()
     rounds = []
     for _ in range(3):
-        actions = plan_for(env, backend.read(), claims)
+        actions = plan_for(env, backend.read(), claims, retire_due)
         if not actions:
             break
         rounds.append({"actions": [a.kind for a in actions], "failed": run(backend, actions)})
@@ -301,6 +302,63 @@ def scenario_drift(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def normalized(config: dict[str, Any]) -> dict[str, Any]:
+    """A saveconfig document with its lists in one order (rtslib lists in directory order)."""
+    c: dict[str, Any] = json.loads(json.dumps(config, sort_keys=True))
+    c["storage_objects"].sort(key=lambda d: (d["plugin"], d["name"]))
+    c["targets"].sort(key=lambda t: (t["fabric"], t["wwn"]))
+    for target in c["targets"]:
+        target["tpgs"].sort(key=lambda g: g["tag"])
+        for tpg in target["tpgs"]:
+            tpg["luns"].sort(key=lambda lun: lun["index"])
+            tpg["portals"].sort(key=lambda p: (p["ip_address"], p["port"]))
+            tpg["node_acls"].sort(key=lambda a: a["node_wwn"])
+    return c
+
+
+def scenario_saved(env: Env, args: dict[str, Any]) -> dict[str, Any]:
+    """saveconfig.json reuses per-object dumps between saves: after exports and a retire it
+    equals rtslib's full dump; an attribute an admin changed shows once the admin's own save
+    (targetcli's) replaced the file, or once the dump is older than verify_interval."""
+    from rtslib_fb import RTSRoot
+    from rtslib_fb.tcm import StorageObject
+
+    now = [1000.0]
+    backend = env.backend(verify_interval=300.0, clock=lambda: now[0])
+
+    def compare() -> dict[str, Any]:
+        with open(env.saveconfig) as f:
+            saved = normalized(json.load(f))
+        full = normalized(RTSRoot().dump())
+        so1 = next(so for so in saved["storage_objects"] if so["name"] == image(1).identity.name)
+        return {"equal": saved == full, "is_nonrot": so1["attributes"]["is_nonrot"]}
+
+    def admin_sets(value: int) -> None:
+        backend.open()  # rtslib points at this tree
+        core = os.path.join(env.mount, "target", "core")
+        path = next(os.path.join(core, hba, image(1).identity.name) for hba in os.listdir(core)
+                    if os.path.isdir(os.path.join(core, hba, image(1).identity.name)))
+        StorageObject.so_from_path(path).set_attribute("is_nonrot", value)
+
+    result: dict[str, Any] = {}
+    converge(env, {1: 1, 2: 2, 3: 3}, backend)
+    result["exported"] = compare()
+    converge(env, {1: 1, 3: 3, 4: 4}, backend, frozenset({image(2).identity.name}))
+    result["retired"] = compare()
+    admin_sets(1)
+    converge(env, {1: 1, 3: 3, 4: 4, 5: 5}, backend)
+    result["changed_unsaved"] = compare()
+    with open(env.saveconfig, "a") as f:
+        f.write(" ")  # the admin's tool saved
+    converge(env, {1: 1, 3: 3, 4: 4, 5: 5, 6: 6}, backend)
+    result["changed_saved"] = compare()
+    admin_sets(0)
+    now[0] += 301.0
+    converge(env, {1: 1, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7}, backend)
+    result["changed_aged"] = compare()
+    return result
+
+
 def scenario_read(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     backend = env.backend()
     ctl = env.ctl()
@@ -311,7 +369,8 @@ def scenario_read(env: Env, args: dict[str, Any]) -> dict[str, Any]:
 
 SCENARIOS: dict[str, Callable[[Env, dict[str, Any]], dict[str, Any]]] = {
     "converge": scenario_converge, "foreign": scenario_foreign, "eio": scenario_eio,
-    "batch": scenario_batch, "read": scenario_read, "drift": scenario_drift, "leftovers": scenario_leftovers,
+    "batch": scenario_batch, "read": scenario_read, "drift": scenario_drift,
+    "saved": scenario_saved, "leftovers": scenario_leftovers,
 }
 
 

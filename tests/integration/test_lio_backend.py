@@ -174,6 +174,17 @@ def test_a_read_sees_changes_behind_its_back(runner: Runner) -> None:
     assert result["relinked_after_verify"] == {"1": names["2"]}
 
 
+def test_saveconfig_reuses_dumps_and_equals_a_full_dump(runner: Runner) -> None:
+    result = runner.run("saved")
+    assert result["exported"] == {"equal": True, "is_nonrot": 0}
+    assert result["retired"] == {"equal": True, "is_nonrot": 0}
+    # Changed live behind sbps's back and not saved by the admin: the file keeps the value
+    # of the last dump until verify_interval has passed.
+    assert result["changed_unsaved"] == {"equal": False, "is_nonrot": 0}
+    assert result["changed_saved"] == {"equal": True, "is_nonrot": 1}
+    assert result["changed_aged"] == {"equal": True, "is_nonrot": 0}
+
+
 def test_foreign_objects_survive_and_are_refused(runner: Runner) -> None:
     result = runner.run("foreign")
     assert result["second_pass_writes"] == 0

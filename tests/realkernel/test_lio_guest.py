@@ -15,7 +15,8 @@ pytestmark = pytest.mark.timeout(1800)
 SHARED = ("test_a_read_sees_changes_behind_its_back",
           "test_converge_from_empty_then_zero_writes",
           "test_foreign_objects_survive_and_are_refused",
-          "test_injected_eio_fails_only_that_action")
+          "test_injected_eio_fails_only_that_action",
+          "test_saveconfig_reuses_dumps_and_equals_a_full_dump")
 
 
 def test_lio_backend_suite_passes_on_the_real_kernel(

@@ -32,6 +32,7 @@ from tests.integration.test_lio_backend import (  # noqa: F401 - collected here 
     test_foreign_objects_survive_and_are_refused,
     test_injected_eio_fails_only_that_action,
     test_open_access_attributes_match_the_reconciler,
+    test_saveconfig_reuses_dumps_and_equals_a_full_dump,
 )
 from tests.realkernel.guest.lio_tree import clear
 
