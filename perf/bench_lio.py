@@ -26,8 +26,8 @@ sys.path.insert(0, ROOT)
 
 from configfs import mounted  # noqa: E402
 from sbps.model import CreateLun, CreateStorageObject, CreateTarget, Lun, StorageObject  # noqa: E402
+from tests.fixtures import targetcli as lio_targetcli  # noqa: E402
 from tests.integration import lio_scenarios as sc  # noqa: E402
-from tests.integration import lio_targetcli  # noqa: E402
 
 
 def actions(env: sc.Env, n: int) -> tuple[CreateStorageObject, CreateLun]:

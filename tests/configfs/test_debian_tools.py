@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from configfs import Mounted
+from tests.fixtures import targetcli
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +48,26 @@ def test_debian_rtslib_creates_and_reads_back(emulation: Mounted, backing: Path,
                          and shutil.which("dbus-daemon")),
                     reason="needs Debian targetcli-fb, unshare and dbus-daemon")
 def test_targetcli_save_clear_restore(tmp_path: Path, backing: Path) -> None:
-    # A new PID namespace: when the driver exits, everything it started dies with it.
-    proc = subprocess.run(
-        ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-         sys.executable, str(HERE / "targetcli_driver.py"), str(tmp_path), str(backing),
-         TARGET_IQN],
-        capture_output=True, text=True, timeout=600, check=False,
-        cwd=str(HERE.parent.parent), env={**os.environ, "PYTHONPATH": str(HERE.parent.parent)})
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    savefile = tmp_path / "saved.json"
+    iqn = TARGET_IQN
+    report = targetcli.run(str(tmp_path), [
+        ["/backstores/fileio", "create", "name=img1", f"file_or_dev={backing}", "size=1M",
+         "write_back=false"],
+        ["/iscsi", "create", iqn],
+        [f"/iscsi/{iqn}/tpg1/luns", "create", "/backstores/fileio/img1", "lun=3"],
+        [f"/iscsi/{iqn}/tpg1/portals", "delete", "0.0.0.0", "3260"],
+        [f"/iscsi/{iqn}/tpg1/portals", "create", "127.0.0.1", "3260"],
+        ["saveconfig", f"savefile={savefile}"],
+        ["ls"],
+        ["clearconfig", "confirm=True"],
+        ["ls"],
+        ["restoreconfig", f"savefile={savefile}"],
+        ["ls"],
+    ], post=[sys.executable, "-c", "import sys; from configfs.control import ControlClient; "
+             "print(ControlClient(sys.argv[1]).counters()['total'])", "{control}"],
+        timeout=600)
+    report["saved"] = savefile.read_text() if savefile.exists() else ""
+    report["writes"] = int(report["post"]["out"])
     steps = {" ".join(s["cmd"][:2]): s for s in report["steps"]}
     for step in report["steps"]:
         assert step["rc"] == 0, step

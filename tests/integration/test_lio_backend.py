@@ -23,8 +23,8 @@ from sbps.backends.lio import LioBackend
 from sbps.config import Config, TargetConfig
 from sbps.errors import BackendError
 from sbps.reconciler import OPEN_ACCESS_ATTRIBUTES
+from tests.fixtures import targetcli as lio_targetcli
 from tests.integration import lio_scenarios as sc
-from tests.integration import lio_targetcli
 
 pytestmark = [
     pytest.mark.integration,

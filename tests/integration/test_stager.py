@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from sbps.errors import InputError, VerificationError
 from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
 from sbps.s3 import S3, read_credentials
 from sbps.stager import CacheFull, StageConflict, Stager
-from tests.fixtures.faultproxy import Fault, FaultProxy, running
+from tests.fixtures.proxy import Fault, FaultProxy
 from tests.fixtures.servers import S3Server
 
 MIB = 2**20
@@ -75,9 +75,8 @@ def s3(s3_server: S3Server, s3_credential_file: Path) -> S3:
 
 
 @pytest.fixture
-def proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
-    with running(s3_server.endpoint) as p:
-        yield p
+def proxy(fault_proxy: Callable[[str], FaultProxy], s3_server: S3Server) -> FaultProxy:
+    return fault_proxy(s3_server.endpoint)
 
 
 @pytest.fixture
@@ -157,7 +156,7 @@ async def test_content_not_matching_etag_fails(
     body = body_of(11 * MIB, seed=4)
     put = put_multipart if multipart else put_single
     etag = put(s3_client, s3_bucket, "d/rootfs", body)
-    proxy.add(Fault(corrupt=True))
+    proxy.add(Fault(method="GET", corrupt=True))
     stager = Stager(stage_cfg(cache_dir, part_concurrency=1), proxied_s3)
     try:
         with pytest.raises(VerificationError) as err:
@@ -174,9 +173,9 @@ async def test_server_errors_and_resets_are_retried(
     body = body_of(4 * MIB, seed=5)
     etag = put_single(s3_client, s3_bucket, "e/rootfs", body)
     # More 500s than botocore retries by itself, so the stager's own retry must act too.
-    proxy.add(Fault(status=500, count=4))
-    proxy.add(Fault(reset=True, count=2))
-    proxy.add(Fault(truncate=MIB + MIB // 2))
+    proxy.add(Fault(method="GET", status=500, count=4))
+    proxy.add(Fault(method="GET", reset=True, count=2))
+    proxy.add(Fault(method="GET", truncate=MIB + MIB // 2))
     stager = Stager(stage_cfg(cache_dir, part_size=2 * MIB, part_concurrency=1), proxied_s3)
     try:
         entry = await stager.stage(image(s3_bucket, "e/rootfs", etag, len(body)))
