@@ -24,6 +24,7 @@ orchestration
     plan            pure plan(): desired + actual -> actions with reasons
     plan_access     pure ACL / mapped LUN / CHAP actions, called by plan()
     apply           executes a plan, per-action results
+    desired         the desired images per pass, kept on any doubt (outage, empty, PE change)
     reconciler      triggers, passes, lifecycle, status snapshot
     http/           aiohttp API: catalog, bootparams, metrics, admin endpoints
 entry points

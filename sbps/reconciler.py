@@ -27,21 +27,20 @@ from sbps.adoption import Adoption
 from sbps.apply import Report, apply
 from sbps.backends import TargetBackend
 from sbps.config import Config
+from sbps.desired import DesiredState
 from sbps.errors import InputError, SbpsError
 from sbps.lifecycle import Lifecycle
 from sbps.model import (
     Action,
     ClaimLun,
     DesiredImage,
-    ImageKind,
     Plan,
     Portal,
-    Problem,
     ReleaseClaim,
     TargetState,
 )
 from sbps.plan import PlanInput, plan, retiring
-from sbps.ports import Catalog, CatalogResult, CatalogView, Claims, Gate, Registrar, Stager
+from sbps.ports import Catalog, Claims, Gate, Registrar, Stager
 from sbps.serving import Serving
 from sbps.status import Status
 
@@ -64,6 +63,9 @@ class Reconciler:
         self.lifecycle = Lifecycle(clock, cfg.reconcile.backoff_initial,
                                    cfg.reconcile.backoff_max)
         self.status = Status(iqn=iqn, backend=backend.name)
+        self.desired = DesiredState(catalog, claims, self.lifecycle,
+                                    empty_catalog_passes=cfg.reconcile.empty_catalog_passes,
+                                    on_io=self._on_io)
         self.access = AccessSource(cfg.target)
         self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="sbps-backend")
         self._io = ThreadPoolExecutor(8, thread_name_prefix="sbps-io")
@@ -72,11 +74,7 @@ class Reconciler:
         self._pass_done = asyncio.Condition()
         self._counters_lock = asyncio.Lock()
         self._staging: dict[str, asyncio.Task[None]] = {}
-        self._desired: tuple[DesiredImage, ...] = ()
-        self._empty_passes = 0
-        self._empty_outage = False
         self._replace: set[str] = set()
-        self._pe_problems: tuple[Problem, ...] = ()
         self.serving = Serving(gate, registrar, drain_delay=self._drain_delay(), clock=clock)
         self.adoption = Adoption(cfg.reconcile.state_dir, cfg.stage.cache_dir,
                                  keep_backing=cfg.target.adopt_keep_backing,
@@ -136,8 +134,8 @@ class Reconciler:
         started = self.clock()
         t0 = time.monotonic()
         errors: list[str] = []
-        view = await self._catalog_view(errors)
-        desired = self._desired = await self._pe_guard(self._desired_from(view))
+        view = await self.desired.update(errors)
+        desired = self.desired.images
         serve = await self.serving.decide(errors)
         target = None
         sessions: tuple[str, ...] = ()
@@ -169,8 +167,9 @@ class Reconciler:
             last_success_at=started if ok else self.status.last_success_at,
             ready=self.status.ready or target is not None, gate_open=self.serving.open,
             serving=serve, dns_registered=dns_ok,
-            degraded=view.degraded + (("catalog_empty",) if self._empty_outage else ()),
-            images=self.lifecycle.status(), problems=view.problems + self._pe_problems,
+            degraded=view.degraded + (("catalog_empty",) if self.desired.empty_outage
+                                      else ()),
+            images=self.lifecycle.status(), problems=view.problems + self.desired.pe_problems,
             notes=last_plan.notes, target=target,
             last_report=report, last_plan=last_plan, errors=tuple(errors),
             sessions=sessions)
@@ -186,7 +185,7 @@ class Reconciler:
         """The plan a pass would apply now, without applying it."""
         target = await self._on_backend(self.backend.read)
         serve = self.status.serving if self.status.passes else True
-        return plan(await self._plan_input(self._desired, target, serve))
+        return plan(await self._plan_input(self.desired.images, target, serve))
 
     async def refresh_counters(self, max_age: float = 1.0) -> Status:
         """The status with every LUN's I/O counters read now (for /metrics and /debug/state),
@@ -203,55 +202,6 @@ class Reconciler:
                 else:
                     self.status = replace(self.status, stats=stats, stats_at=now)
         return self.status
-
-    async def _catalog_view(self, errors: list[str]) -> CatalogResult:
-        try:
-            return await self.catalog.scan()
-        except SbpsError as exc:
-            errors.append(f"catalog: {exc}")
-            log.warning("catalog unavailable, keeping the last known images: %s", exc)
-            return CatalogView(self._desired, (), ("catalog",))
-
-    def _desired_from(self, view: CatalogResult) -> tuple[DesiredImage, ...]:
-        self._empty_outage = False
-        if view.images or not self._desired:
-            self._empty_passes = 0
-            return view.images
-        self._empty_passes += 1
-        limit = self.cfg.reconcile.empty_catalog_passes
-        if self._empty_passes <= limit:
-            # An outage until proven otherwise: the status says so (issue 7, 15).
-            self._empty_outage = True
-            log.warning("the catalog came back empty (%d of %d passes); treating it as an "
-                        "outage and keeping %d images", self._empty_passes, limit,
-                        len(self._desired))
-            return self._desired
-        return view.images
-
-    async def _pe_guard(self, desired: tuple[DesiredImage, ...]) -> tuple[DesiredImage, ...]:
-        """Field failure 4: a PE image re-uploaded under the same name keeps its identity in
-        legacy mode, so the version this fleet agreed on (the claim's etag) keeps serving
-        until an admin promotes the new one; the change is reported as ``pe_changed``."""
-        out: list[DesiredImage] = []
-        problems: list[Problem] = []
-        for img in desired:
-            changed = img.kind is ImageKind.PE and await self._on_io(
-                self.claims.pe_changed, img.identity, img.source.etag)
-            if not changed:
-                out.append(img)
-                continue
-            old = self.lifecycle.get(img.identity.name)
-            problems.append(Problem(img.identity.key, "etag", f"PE object changed to "
-                                    f"{img.source.etag}; the agreed version keeps serving "
-                                    "until `sbpsctl image promote`", "pe_changed"))
-            if old is not None and old.image is not None:
-                out.append(old.image)
-        for p in problems:
-            if p not in self._pe_problems:
-                log.warning("%s: %s (pe_changed)", p.obj, p.reason,
-                            extra={"code": p.code})
-        self._pe_problems = tuple(problems)
-        return tuple(out)
 
     def drain(self, on: bool) -> None:
         self.serving.drain(on)
@@ -366,7 +316,7 @@ class _Ports:
 
     async def claim(self, action: ClaimLun) -> int:
         pe_etag = None
-        img = next((i for i in self.r._desired if i.identity == action.identity), None)
+        img = next((i for i in self.r.desired.images if i.identity == action.identity), None)
         if img is not None and img.kind.value == "pe":
             pe_etag = img.source.etag
         c = await self.r._on_io(lambda: self.r.claims.claim(

@@ -4,7 +4,9 @@ Owns this worker's iSCSI target (``<iqn>``, TPG 1) and the fileio backstores sbp
 (backed under the cache directory, or adopted by name by the reconciler). Everything else on
 the target host is reported as foreign and never changed: a request to touch it raises
 BackendError. Every method blocks and must run on the one backend thread (one writer).
-Node ACLs, mapped LUNs and CHAP are handled in ``sbps.backends.lio_acl``.
+This module owns when to read in full (see ``read``) and which write goes where: the tree
+walk is ``lio_tree``, objects into the model ``lio_read``, backstores and LUNs
+``lio_objects``, node ACLs, mapped LUNs and CHAP ``lio_acl``, saveconfig.json ``lio_save``.
 
 Must not: load kernel modules or mount anything (rtslib would; see lio_rtslib), read state
 from saveconfig.json, clear the target, or call rtslib's ``delete(save=True)``. The
@@ -21,15 +23,15 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from sbps.backends import lio_objects as objects
 from sbps.backends import lio_read as rd
+from sbps.backends import lio_tree as lt
 from sbps.backends.lio_acl import apply_acl_action
 from sbps.backends.lio_rtslib import (
     forget_backstore_indexes,
     point_rtslib_at,
-    read_text,
     rtslib_root,
     translated,
-    write_text,
 )
 from sbps.backends.lio_save import SavedConfig
 from sbps.config import TargetConfig
@@ -98,10 +100,6 @@ class LioBackend:
             self.open()
         return self.config.configfs_root
 
-    def _tree(self, operation: str) -> rd.Tree:
-        with translated(operation, self.iqn):
-            return rd.scan(self._configfs, self.iqn)
-
     # Reading ------------------------------------------------------------------------------
 
     def read(self) -> TargetState:
@@ -112,13 +110,13 @@ class LioBackend:
         backstore's identity while a LUN exports it)."""
         root = self._configfs
         with translated("read", self.iqn):
-            shape = rd.shape(root, self.iqn)
+            shape = lt.shape(root, self.iqn)
             now = self.clock()
             known = self._known
             if known is not None and known.shape == shape \
                     and now - known.at < self.config.verify_interval:
                 return rd.with_tpg(known.state, known.tpg, acls=False)
-            tree = rd.scan(root, self.iqn)
+            tree = lt.scan(root, self.iqn)
             state = rd.target_state(self.iqn, tree, self.ownership)
         self._known = _Read(shape, now, tree.tpg, state)
         return state
@@ -126,14 +124,14 @@ class LioBackend:
     def stats(self, indexes: Collection[int] | None = None) -> dict[int, LunStats]:
         """Two small files per LUN asked for, so a pass asks only for the LUNs it decides
         on."""
-        tpg = rd.tpg_dir(self._configfs, self.iqn)
+        tpg = lt.tpg_dir(self._configfs, self.iqn)
         with translated("stats", self.iqn):
             if indexes is None:
-                indexes = rd.lun_indexes(tpg)
+                indexes = lt.lun_indexes(tpg)
             return rd.lun_stats(tpg, indexes)
 
     def sessions(self) -> tuple[str, ...]:
-        tpg = rd.tpg_dir(self._configfs, self.iqn)
+        tpg = lt.tpg_dir(self._configfs, self.iqn)
         with translated("sessions", self.iqn):
             return rd.session_initiators(tpg) if os.path.isdir(tpg) else ()
 
@@ -171,17 +169,17 @@ class LioBackend:
         with translated("create target", self.iqn):
             fabric = next((f for f in root.fabric_modules if f.name == "iscsi"), None)
             target = Target(fabric or FabricModule("iscsi"), self.iqn, "any")
-            TPG(target, rd.TPG_TAG, "any")
+            TPG(target, lt.TPG_TAG, "any")
 
     def _our_tpg(self, operation: str) -> Any:
         """This worker's TPG, looked up directly (no walk over every object)."""
         self._root()
         from rtslib_fb import TPG, FabricModule, Target
 
-        if not os.path.isdir(rd.tpg_dir(self._configfs, self.iqn)):
+        if not os.path.isdir(lt.tpg_dir(self._configfs, self.iqn)):
             raise BackendError(operation, self.iqn, "target or tpg1 does not exist")
         with translated(operation, self.iqn):
-            return TPG(Target(FabricModule("iscsi"), self.iqn, "lookup"), rd.TPG_TAG, "lookup")
+            return TPG(Target(FabricModule("iscsi"), self.iqn, "lookup"), lt.TPG_TAG, "lookup")
 
     def _set_portals(self, action: SetPortals) -> None:
         tpg = self._our_tpg("set portals")
@@ -213,108 +211,20 @@ class LioBackend:
         apply_acl_action(tpg, self.iqn, action)
 
     def _create_storage(self, action: CreateStorageObject) -> None:
-        so = action.storage
-        op = "create backstore"
-        if not self.ownership.path_owned(so.path):
-            raise BackendError(op, so.name, f"backing file {so.path} is outside the cache "
-                               f"directory {self.ownership.cache_dir}")
         self._root()  # rtslib pointed at the tree, its backstore index cache dropped
-        configfs = self._configfs
-        with translated(op, so.name):
-            existing = rd.find_fileio(configfs, so.name)
-            if existing is not None:
-                existing.users = rd.users_of(configfs, existing.key)
-                described = rd.describe(existing, self.ownership)
-        if existing is not None:
-            if described is not None:
-                if described == so:
-                    return
-                raise BackendError(op, so.name, f"exists as {described}")
-            log.info("finishing an interrupted create", extra={"backstore": so.name})
-            with translated("delete half-made backstore", so.name):
-                _rtslib_object(existing).delete()
-        from rtslib_fb import FileIOStorageObject
-
-        with translated(op, so.name):
-            created = FileIOStorageObject(so.name, so.path, size=so.size, wwn=so.serial,
-                                          write_back=so.write_back,
-                                          index=rd.free_hba_index(configfs))
-            # The kernel derives the product id from the backstore name when
-            # emulate_model_alias is set; that attribute is in saveconfig.json, so a reboot
-            # restores the same product id. Written before the wwn files, which it resets.
-            alias = os.path.join(created.path, "attrib", "emulate_model_alias")
-            if os.path.exists(alias) and read_text(alias) != "1":
-                write_text(alias, "1")
-            wwn = os.path.join(created.path, "wwn")
-            for field, value in (("product_id", so.product_id), ("vendor_id", so.vendor)):
-                path = os.path.join(wwn, field)
-                # Kernels before 5.0 have no such file: the alias above is all there is.
-                if os.path.exists(path) and read_text(path) != value:
-                    write_text(path, value)
+        objects.create_storage(self._configfs, self.ownership, action.storage)
 
     def _create_lun(self, action: CreateLun) -> None:
-        lun = action.lun
-        op = "create lun"
-        obj = f"{self.iqn}/tpg1/lun{lun.index}"
-        tpg = self._our_tpg(op)
-        with translated(op, obj):
-            info = rd.find_fileio(self._configfs, lun.storage_object)
-            state = rd.describe(info, self.ownership) if info is not None else None
-        if info is None or state is None:
-            raise BackendError(op, obj, f"backstore {lun.storage_object} does not exist")
-        if not self.ownership.owns(state):
-            raise BackendError(op, obj, f"backstore {lun.storage_object} is not owned by "
-                               "sbps")
-        from rtslib_fb import LUN
-
-        with translated(op, obj):
-            exists, current = rd.lun_link(tpg.path, lun.index)
-            if current is not None:
-                if current == info.key:
-                    return
-                raise BackendError(op, obj, f"index taken by {current.rpartition('/')[2]}")
-            if exists:
-                # Left empty by a process killed between mkdir and symlink.
-                LUN(tpg, lun.index).delete()
-            LUN(tpg, lun.index, _rtslib_object(info))
+        tpg = self._our_tpg("create lun")
+        objects.create_lun(self._configfs, self.ownership, tpg, self.iqn, action.lun)
 
     def _delete_lun(self, action: DeleteLun) -> None:
-        op = "delete lun"
-        obj = f"{self.iqn}/tpg1/lun{action.index}"
-        tpg = self._our_tpg(op)
-        from rtslib_fb import LUN
-
-        with translated(op, obj):
-            exists, key = rd.lun_link(tpg.path, action.index)
-            if key is None:
-                if exists:  # an empty LUN left by a killed process
-                    LUN(tpg, action.index).delete()
-                return
-            hba, _, name = key.partition("/")
-            info = rd.SoInfo("fileio", name, key, os.path.join(self._configfs, "core", hba,
-                                                               name), users=[obj])
-            state = rd.describe(info, self.ownership) if hba.startswith("fileio_") else None
-        if state is None or not self.ownership.owns(state):
-            raise BackendError(op, obj, f"links {name}, which sbps does not own")
-        with translated(op, obj):
-            LUN(tpg, action.index).delete()
+        tpg = self._our_tpg("delete lun")
+        objects.delete_lun(self._configfs, self.ownership, tpg, self.iqn, action.index)
 
     def _delete_storage(self, action: DeleteStorageObject) -> None:
-        op = "delete backstore"
-        configfs = self._configfs
-        with translated(op, action.name):
-            info = rd.find_fileio(configfs, action.name)
-            if info is None:
-                return
-            info.users = rd.users_of(configfs, info.key)
-            state = rd.describe(info, self.ownership)
-        if state is not None and not self.ownership.owns(state):
-            raise BackendError(op, action.name, "not owned by sbps")
-        if info.users:
-            raise BackendError(op, action.name, f"still exported by {', '.join(info.users)}")
         self._root()
-        with translated(op, action.name):
-            _rtslib_object(info).delete()
+        objects.delete_storage(self._configfs, self.ownership, action.name)
 
 
 def _touches(action: Action) -> tuple[str, str]:
@@ -331,12 +241,6 @@ def _touches(action: Action) -> tuple[str, str]:
             and action.initiator is not None:
         return "acl", action.initiator
     return "", ""
-
-
-def _rtslib_object(info: rd.SoInfo) -> Any:
-    from rtslib_fb.tcm import StorageObject as RtsStorageObject
-
-    return RtsStorageObject.so_from_path(info.path)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from sbps.backends.lio_read import PLUGINS, lun_indexes
 from sbps.backends.lio_rtslib import listdir
+from sbps.backends.lio_tree import PLUGINS, lun_indexes
 
 #: Dumps older than ``max_age`` read anew per save, at most (the rest wait for later saves).
 REFRESH_PER_SAVE = 16
