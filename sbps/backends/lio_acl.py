@@ -63,21 +63,15 @@ def read_acls(tpg: str) -> tuple[NodeAcl, ...]:
             continue  # removed meanwhile
         luns = []
         with acl:
-            for entry in acl.names():
-                if not entry.startswith("lun_") or not entry[4:].isdigit():
-                    continue
-                mapped = Dir.at(entry, acl)
-                if mapped is None:
-                    continue
-                with mapped:
-                    link = mapped.link(_MAPPED_ATTRS)
-                    wp = mapped.read("write_protect") == "1"
+            for mapped_lun, mapped in acl.numbered("lun_"):
+                link = mapped.link(_MAPPED_ATTRS)
                 if link is None:
                     continue  # half-made by a killed process: MapLun finishes it
-                target = os.path.normpath(os.path.join(path, entry, link))
+                target = os.path.normpath(os.path.join(path, f"lun_{mapped_lun}", link))
                 if os.path.dirname(target) != lun_dir or not target[-1].isdigit():
                     continue
-                luns.append(MappedLun(int(entry[4:]), int(os.path.basename(target)[4:]), wp))
+                wp = mapped.read("write_protect") == "1"
+                luns.append(MappedLun(mapped_lun, int(os.path.basename(target)[4:]), wp))
             tag = acl.read("tag") or ""
             chap = read_chap(acl)
         out.append(NodeAcl(name, tuple(luns), chap, owned=tag == TAG))

@@ -153,6 +153,19 @@ class Dir:
     def names(self) -> list[str]:
         return sorted(os.listdir(self.fd))
 
+    def numbered(self, prefix: str) -> Iterator[tuple[int, Dir]]:
+        """``(n, open directory)`` for each ``<prefix><n>`` here (``lun_3``), open while
+        the caller is at it; one removed meanwhile is skipped."""
+        for entry in self.names():
+            number = entry[len(prefix):]
+            if not entry.startswith(prefix) or not number.isdigit():
+                continue
+            sub = Dir.at(entry, self)
+            if sub is None:
+                continue
+            with sub:
+                yield int(number), sub
+
     def read(self, name: str) -> str | None:
         """An attribute's value without the trailing newline; None when absent."""
         try:

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -122,22 +122,19 @@ class SavedConfig:
         for tpg in target.tpgs:
             d = _tpg_settings(tpg)
             where = f"{target.wwn}/tpg{tpg.tag}"
-            luns, acls = [], []
-            for index in lun_indexes(tpg.path):
-                key = f"tpg{tpg.tag}/{index}"
-                seen.add(("lun", key))
-                lun = self._cached("lun", key, now, skipped, f"{where}/lun{index}",
-                                   _lun_dump, tpg, index)
-                if lun is not None:
-                    luns.append(lun)
-            for initiator in listdir(os.path.join(tpg.path, "acls")):
-                key = f"tpg{tpg.tag}/{initiator}"
-                seen.add(("acl", key))
-                acl = self._cached("acl", key, now, skipped, f"{where}/acls/{initiator}",
-                                   _acl_dump, tpg, initiator)
-                if acl is not None:
-                    acls.append(acl)
-            d.update(luns=luns, node_acls=acls)
+            parts: dict[str, tuple[str, str, Sequence[Any], Callable[..., dict[str, Any]]]]
+            parts = {"luns": ("lun", "lun", lun_indexes(tpg.path), _lun_dump),
+                     "node_acls": ("acl", "acls/", listdir(os.path.join(tpg.path, "acls")),
+                                   _acl_dump)}
+            for field, (kind, label, names, dump) in parts.items():
+                d[field] = []
+                for name in names:
+                    key = f"tpg{tpg.tag}/{name}"
+                    seen.add((kind, key))
+                    item = self._cached(kind, key, now, skipped, f"{where}/{label}{name}",
+                                        dump, tpg, name)
+                    if item is not None:
+                        d[field].append(item)
             tpgs.append(d)
         return {**CFSNode.dump(target), "wwn": target.wwn, "fabric": target.fabric_module.name,
                 "tpgs": tpgs}

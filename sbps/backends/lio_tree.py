@@ -147,15 +147,9 @@ def lun_links(tpg: str) -> Iterator[tuple[int, str | None]]:
     if base is None:
         return
     with base:
-        for entry in base.names():
-            if not entry.startswith("lun_") or not entry[4:].isdigit():
-                continue
-            lun_dir = Dir.at(entry, base)
-            if lun_dir is None:
-                continue  # removed meanwhile
-            with lun_dir:
-                link = lun_dir.link(_LUN_ATTRS)
-            yield int(entry[4:]), link_key(link) if link else None
+        for index, lun_dir in base.numbered("lun_"):
+            link = lun_dir.link(_LUN_ATTRS)
+            yield index, link_key(link) if link else None
 
 
 def find_fileio(root: str, name: str) -> SoInfo | None:
