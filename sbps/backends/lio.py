@@ -96,9 +96,15 @@ class LioBackend:
 
     @property
     def _configfs(self) -> str:
+        """The configfs root, checked at every call: a tree that went away (configfs
+        unmounted, target_core_mod unloaded) is an error, never an empty target."""
         if not self._opened:
             self.open()
-        return self.config.configfs_root
+        root = self.config.configfs_root
+        if not os.path.isdir(root):
+            raise BackendError("read", root, "LIO configfs tree missing: configfs not "
+                               "mounted or target_core_mod not loaded", temporary=True)
+        return root
 
     # Reading ------------------------------------------------------------------------------
 

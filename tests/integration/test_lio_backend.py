@@ -109,6 +109,16 @@ def test_constructor_and_factory_have_no_side_effects(tmp_path: Path,
     with pytest.raises(BackendError) as raised:
         backend.read()
     assert raised.value.temporary and missing in str(raised.value)
+    # A tree that goes away after the backend opened it is an error too, never an empty
+    # target (which a pass would try to create anew).
+    os.makedirs(missing)
+    backend.open()
+    assert not backend.read().exists
+    os.rmdir(missing)
+    for call in (backend.read, backend.stats, backend.sessions):
+        with pytest.raises(BackendError) as raised:
+            call()
+        assert raised.value.temporary and missing in str(raised.value)
 
 
 def test_converge_from_empty_then_zero_writes(runner: Runner) -> None:
