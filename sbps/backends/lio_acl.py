@@ -67,7 +67,7 @@ def read_acls(tpg: str) -> tuple[NodeAcl, ...]:
                 link = mapped.link(_MAPPED_ATTRS)
                 if link is None:
                     continue  # half-made by a killed process: MapLun finishes it
-                target = os.path.normpath(os.path.join(path, f"lun_{mapped_lun}", link))
+                target = os.path.normpath(os.path.join(mapped.path, link))
                 if os.path.dirname(target) != lun_dir or not target[-1].isdigit():
                     continue
                 wp = mapped.read("write_protect") == "1"

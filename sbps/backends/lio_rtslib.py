@@ -135,6 +135,7 @@ class Dir:
     def __init__(self, path: str, parent: Dir | None = None) -> None:
         flags = os.O_RDONLY | os.O_DIRECTORY
         self.fd: int = os.open(path, flags, dir_fd=parent.fd if parent else None)
+        self.path: str = os.path.join(parent.path, path) if parent else path
 
     @classmethod
     def at(cls, path: str, parent: Dir | None = None) -> Dir | None:
