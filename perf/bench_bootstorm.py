@@ -31,8 +31,9 @@ from _common import Measurement, Result, add_json_arg, emit
 
 from sbps import identity
 from sbps.backends.tgt import TgtBackend
-from sbps.model import DesiredImage, ImageKind, LunStats, ObjectInfo, Portal, S3Url
+from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
 from sbps.plan import PlanInput, plan
+from sbps.target_state import LunStats, Portal
 from tests.fixtures.iscsi import RemoteSession
 from tests.fixtures.tgt import start_tgtd, stop_tgtd
 

@@ -32,25 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Measurement, Result, add_json_arg, emit
 
 from sbps import identity
+from sbps.actions import Plan
 from sbps.config import HttpConfig
 from sbps.http.app import make_app, start_http
 from sbps.http.deps import HttpDeps
 from sbps.http.source import StatusSource
 from sbps.lifecycle import ImageStatus, Lifecycle
-from sbps.model import (
-    Arch,
-    DesiredImage,
-    ImageKind,
-    ImageState,
-    Lun,
-    ObjectInfo,
-    Plan,
-    Portal,
-    S3Url,
-    StorageObject,
-    TargetState,
-)
+from sbps.model import Arch, DesiredImage, ImageKind, ImageState, ObjectInfo, S3Url
 from sbps.reconciler import Status
+from sbps.target_state import Lun, Portal, StorageObject, TargetState
 
 CLIENTS = 256
 IMAGES = 255

@@ -4,7 +4,9 @@ Module map (each module opens with a docstring saying what it owns and must not 
 
 core (imports nothing else of sbps)
     errors          error hierarchy: temporary (retry with backoff) vs permanent
-    model           frozen dataclasses: images, manifests, identities, target state, actions
+    model           frozen dataclasses: images, manifests, identities, claims, cache entries
+    target_state    frozen dataclasses: backstores, LUNs, portals, CHAP, ACLs, live state
+    actions         the actions plan() emits and apply() executes, notes, Plan
     config/         the one frozen configuration: definition, loading, rendering
 components
     s3              the shared S3 client (boto3 in executors), error translation

@@ -6,7 +6,7 @@ should have (``spec``) and the TPG attributes that go with them (``attributes``)
 tenant map and the CHAP files is in ``sbps.access_files``; ``AccessSource`` there ties both
 together for the reconciler.
 
-Must not log or show a secret (CHAP secrets travel as ``model.Secret``), must not talk to a
+Must not log or show a secret (CHAP secrets travel as ``target_state.Secret``), must not talk to a
 target, and must not read files here.
 
 Rules (docs/access.md):
@@ -28,7 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sbps.errors import ConfigError
-from sbps.model import NO_CHAP, AccessMode, AccessSpec, AclSpec, Chap, DesiredImage
+from sbps.model import DesiredImage
+from sbps.target_state import NO_CHAP, AccessMode, AccessSpec, AclSpec, Chap
 
 #: The field's behaviour: generated ACLs, write-protected, no CHAP.
 OPEN_ATTRIBUTES = (("generate_node_acls", "1"), ("demo_mode_write_protect", "1"),

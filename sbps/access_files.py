@@ -31,7 +31,8 @@ from sbps.access import (
 )
 from sbps.config import TargetConfig
 from sbps.errors import ConfigError
-from sbps.model import AccessMode, AccessSpec, Chap, DesiredImage, Secret
+from sbps.model import DesiredImage
+from sbps.target_state import AccessMode, AccessSpec, Chap, Secret
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from sbps.model import DesiredImage, LunStats, TargetState
+from sbps.model import DesiredImage
+from sbps.target_state import LunStats, TargetState
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
+from sbps.actions import Action, ClaimLun, Plan, ReleaseClaim, StageImage
 from sbps.errors import SbpsError
-from sbps.model import Action, ClaimLun, DesiredImage, Plan, ReleaseClaim, StageImage
+from sbps.model import DesiredImage
 
 log = logging.getLogger(__name__)
 

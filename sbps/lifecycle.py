@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sbps.model import DesiredImage, ImageState, LunStats, TargetState
+from sbps.model import DesiredImage, ImageState
+from sbps.target_state import LunStats, TargetState
 
 log = logging.getLogger(__name__)
 

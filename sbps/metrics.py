@@ -25,12 +25,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from sbps.lifecycle import ImageStatus
-from sbps.model import (
-    ImageKind,
-    ImageState,
-    LunStats,
-)
+from sbps.model import ImageKind, ImageState
 from sbps.status import Status
+from sbps.target_state import LunStats
 
 PASS_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 EXPORT_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)

@@ -1,6 +1,7 @@
 """The planner: a pure function from desired and actual state to a Plan.
 
-Imports only sbps.model and sbps.plan_access (node ACLs, mapped LUNs, CHAP). Every action carries its reason; whatever plan() notices and
+Imports only the model modules (model, target_state, actions) and sbps.plan_access (node
+ACLs, mapped LUNs, CHAP). Every action carries its reason; whatever plan() notices and
 deliberately leaves alone (a foreign object, an occupied LUN id, a retiring LUN still in
 use) becomes a Note. Must not do I/O, read clocks or keep state: the reconciler passes in
 everything time-dependent (which retiring LUNs may go now).
@@ -19,8 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sbps.model import (
-    AccessSpec,
+from sbps.actions import (
     Action,
     ClaimLun,
     CreateLun,
@@ -28,20 +28,17 @@ from sbps.model import (
     CreateTarget,
     DeleteLun,
     DeleteStorageObject,
-    DesiredImage,
-    Lun,
     Note,
     Plan,
-    Portal,
     ReleaseClaim,
     SetPortals,
     SetTpgAttributes,
     SetTpgEnabled,
     StageImage,
-    StorageObject,
-    TargetState,
 )
+from sbps.model import DesiredImage
 from sbps.plan_access import acl_actions, tpg_auth_actions
+from sbps.target_state import AccessSpec, Lun, Portal, StorageObject, TargetState
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The access part of the planner: node ACLs, mapped LUNs and CHAP, as pure functions.
 
-Called by ``sbps.plan`` only; imports only ``sbps.model``. Must not do I/O, read clocks or
-keep state, and must not see a secret other than as ``model.Secret`` (compared, never shown).
+Called by ``sbps.plan`` only; imports only the model modules. Must not do I/O, read clocks or
+keep state, and must not see a secret other than as ``target_state.Secret`` (compared, never shown).
 
 Rules:
 - ``open``: generated ACLs; CHAP (if any) on the TPG. Explicit ACLs sbps made earlier (in
@@ -20,20 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sbps.model import (
-    AccessMode,
-    AccessSpec,
-    AclSpec,
-    Action,
-    CreateAcl,
-    DeleteAcl,
-    MapLun,
-    NodeAcl,
-    Note,
-    SetAuth,
-    TargetState,
-    UnmapLun,
-)
+from sbps.actions import Action, CreateAcl, DeleteAcl, MapLun, Note, SetAuth, UnmapLun
+from sbps.target_state import AccessMode, AccessSpec, AclSpec, NodeAcl, TargetState
 
 
 def tpg_auth_actions(spec: AccessSpec, target: TargetState) -> list[Action]:

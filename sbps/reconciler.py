@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from sbps.access import OPEN_ATTRIBUTES
 from sbps.access_files import AccessSource
+from sbps.actions import Action, ClaimLun, Plan, ReleaseClaim
 from sbps.adoption import Adoption
 from sbps.apply import Report, apply
 from sbps.backends import TargetBackend
@@ -30,19 +31,12 @@ from sbps.config import Config
 from sbps.desired import DesiredState
 from sbps.errors import InputError, SbpsError
 from sbps.lifecycle import Lifecycle
-from sbps.model import (
-    Action,
-    ClaimLun,
-    DesiredImage,
-    Plan,
-    Portal,
-    ReleaseClaim,
-    TargetState,
-)
+from sbps.model import DesiredImage
 from sbps.plan import PlanInput, plan, retiring
 from sbps.ports import Catalog, Claims, Gate, Registrar, Stager
 from sbps.serving import Serving
 from sbps.status import Status
+from sbps.target_state import Portal, TargetState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

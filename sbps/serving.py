@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 
 from sbps.errors import SbpsError
-from sbps.model import TargetState
 from sbps.ports import Gate, Registrar
+from sbps.target_state import TargetState
 
 log = logging.getLogger(__name__)
 

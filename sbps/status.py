@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sbps.actions import Note, Plan
 from sbps.apply import Report
 from sbps.lifecycle import ImageStatus
-from sbps.model import LunStats, Note, Plan, Problem, TargetState
+from sbps.model import Problem
+from sbps.target_state import LunStats, TargetState
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
+from sbps.actions import Action
 from sbps.config import Config
-from sbps.model import Action, LunStats, TargetState
+from sbps.target_state import LunStats, TargetState
 
 if TYPE_CHECKING:
     from sbps.config.schema import Config

@@ -23,6 +23,22 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from sbps.actions import (
+    Action,
+    CreateAcl,
+    CreateLun,
+    CreateStorageObject,
+    CreateTarget,
+    DeleteAcl,
+    DeleteLun,
+    DeleteStorageObject,
+    MapLun,
+    SetAuth,
+    SetPortals,
+    SetTpgAttributes,
+    SetTpgEnabled,
+    UnmapLun,
+)
 from sbps.backends import lio_objects as objects
 from sbps.backends import lio_read as rd
 from sbps.backends import lio_tree as lt
@@ -36,24 +52,7 @@ from sbps.backends.lio_rtslib import (
 from sbps.backends.lio_save import SavedConfig
 from sbps.config import TargetConfig
 from sbps.errors import BackendError
-from sbps.model import (
-    Action,
-    CreateAcl,
-    CreateLun,
-    CreateStorageObject,
-    CreateTarget,
-    DeleteAcl,
-    DeleteLun,
-    DeleteStorageObject,
-    LunStats,
-    MapLun,
-    SetAuth,
-    SetPortals,
-    SetTpgAttributes,
-    SetTpgEnabled,
-    TargetState,
-    UnmapLun,
-)
+from sbps.target_state import LunStats, TargetState
 
 log = logging.getLogger(__name__)
 

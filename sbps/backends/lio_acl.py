@@ -17,20 +17,10 @@ import logging
 import os
 from typing import Any
 
+from sbps.actions import CreateAcl, DeleteAcl, MapLun, SetAuth, UnmapLun
 from sbps.backends.lio_rtslib import Dir, listdir, translated
 from sbps.errors import BackendError
-from sbps.model import (
-    NO_CHAP,
-    Chap,
-    CreateAcl,
-    DeleteAcl,
-    MapLun,
-    MappedLun,
-    NodeAcl,
-    Secret,
-    SetAuth,
-    UnmapLun,
-)
+from sbps.target_state import NO_CHAP, Chap, MappedLun, NodeAcl, Secret
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from sbps.backends import lio_tree as lt
 from sbps.backends.lio_read import Ownership, describe
 from sbps.backends.lio_rtslib import read_text, translated, write_text
 from sbps.errors import BackendError
-from sbps.model import Lun, StorageObject
+from sbps.target_state import Lun, StorageObject
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 from sbps.backends.lio_acl import read_acls, read_chap
 from sbps.backends.lio_rtslib import Dir, listdir, read_text
 from sbps.backends.lio_tree import SoInfo, Tree
-from sbps.model import NO_CHAP, VENDOR, Lun, LunStats, Portal, StorageObject, TargetState
+from sbps.model import VENDOR
+from sbps.target_state import NO_CHAP, Lun, LunStats, Portal, StorageObject, TargetState
 
 #: TPG attributes that decide who may read and whether anyone may write.
 ACCESS_ATTRIBUTES = ("generate_node_acls", "demo_mode_write_protect", "cache_dynamic_acls",

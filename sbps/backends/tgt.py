@@ -55,6 +55,22 @@ import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from sbps.actions import (
+    Action,
+    CreateAcl,
+    CreateLun,
+    CreateStorageObject,
+    CreateTarget,
+    DeleteAcl,
+    DeleteLun,
+    DeleteStorageObject,
+    MapLun,
+    SetAuth,
+    SetPortals,
+    SetTpgAttributes,
+    SetTpgEnabled,
+    UnmapLun,
+)
 from sbps.backends.tgt_access import TgtAccess
 from sbps.backends.tgtadm import Tgtadm, TgtTarget
 from sbps.backends.tgtmap import (
@@ -70,29 +86,8 @@ from sbps.backends.tgtmap import (
     storage_of,
 )
 from sbps.errors import BackendError
-from sbps.model import (
-    VENDOR,
-    Action,
-    Chap,
-    CreateAcl,
-    CreateLun,
-    CreateStorageObject,
-    CreateTarget,
-    DeleteAcl,
-    DeleteLun,
-    DeleteStorageObject,
-    Lun,
-    LunStats,
-    MapLun,
-    Portal,
-    SetAuth,
-    SetPortals,
-    SetTpgAttributes,
-    SetTpgEnabled,
-    StorageObject,
-    TargetState,
-    UnmapLun,
-)
+from sbps.model import VENDOR
+from sbps.target_state import Chap, Lun, LunStats, Portal, StorageObject, TargetState
 
 if TYPE_CHECKING:
     from sbps.config.schema import Config

@@ -22,20 +22,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from sbps.actions import CreateAcl, DeleteAcl, MapLun, SetAuth, UnmapLun
 from sbps.backends.tgtadm import Tgtadm, TgtTarget
 from sbps.backends.tgtmap import acl_args, data_luns, marked
 from sbps.errors import BackendError
-from sbps.model import (
-    NO_CHAP,
-    Chap,
-    CreateAcl,
-    DeleteAcl,
-    MapLun,
-    MappedLun,
-    NodeAcl,
-    SetAuth,
-    UnmapLun,
-)
+from sbps.target_state import NO_CHAP, Chap, MappedLun, NodeAcl
 
 log = logging.getLogger(__name__)
 Run = Callable[[list[str], str, str], str]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sbps.backends.tgtadm import StatRow, TgtLun, TgtTarget
 from sbps.errors import BackendError
-from sbps.model import LunStats, Portal, StorageObject
+from sbps.target_state import LunStats, Portal, StorageObject
 
 _PARAM_RE = re.compile(r"^[0-9A-Za-z._-]+$")
 

@@ -20,11 +20,12 @@ from typing import Any
 
 from aiohttp import web
 
+from sbps.actions import Action, Plan
 from sbps.apply import Report
 from sbps.http.catalog import iso
 from sbps.http.deps import DEPS, HttpDeps
 from sbps.http.errors import ApiError
-from sbps.model import Action, ImageState, Plan
+from sbps.model import ImageState
 
 log = logging.getLogger(__name__)
 

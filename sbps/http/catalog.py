@@ -15,7 +15,8 @@ from typing import Any
 
 from sbps.http.source import Status
 from sbps.lifecycle import ImageStatus
-from sbps.model import WWID_PREFIX, ImageState, StorageObject, TargetState
+from sbps.model import WWID_PREFIX, ImageState
+from sbps.target_state import StorageObject, TargetState
 
 #: The states a client sees: exported images, and those on their way out or in trouble.
 LISTED = (ImageState.EXPORTED, ImageState.RETIRING, ImageState.FAILED)

@@ -14,10 +14,10 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from sbps.actions import Plan
 from sbps.http.source import Status, StatusSource
 from sbps.lifecycle import Lifecycle
 from sbps.logs import set_level
-from sbps.model import Plan
 
 
 class Control(Protocol):

@@ -21,22 +21,13 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from configfs.control import ControlClient
+from sbps.actions import Action, DeleteLun, DeleteStorageObject
 from sbps.backends.lio import LioBackend
 from sbps.config import TargetConfig
 from sbps.errors import BackendError
-from sbps.model import (
-    Action,
-    DeleteLun,
-    DeleteStorageObject,
-    DesiredImage,
-    Identity,
-    ImageKind,
-    ObjectInfo,
-    Portal,
-    S3Url,
-    TargetState,
-)
+from sbps.model import DesiredImage, Identity, ImageKind, ObjectInfo, S3Url
 from sbps.plan import PlanInput, plan
+from sbps.target_state import Portal, TargetState
 
 IQN = "iqn.2023-06.csm.iscsi:ncn-w001"
 OTHER_IQN = "iqn.2023-06.csm.iscsi:someone-else"
@@ -261,7 +252,7 @@ def scenario_batch(env: Env, args: dict[str, Any]) -> dict[str, Any]:
 def scenario_leftovers(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     """What a create killed at the worst moments leaves: an HBA with no object, an object
     never configured, a LUN with no link. The next pass finishes the job."""
-    from sbps.model import CreateTarget
+    from sbps.actions import CreateTarget
 
     env.backend().apply(CreateTarget(IQN, reason="test"))
     target = os.path.join(env.mount, "target")

@@ -20,7 +20,8 @@ from sbps.http.app import make_app, start_http, tls_context
 from sbps.http.auth import load_or_create_token
 from sbps.http.deps import DEPS
 from sbps.lifecycle import ImageStatus
-from sbps.model import ImageState, LunStats
+from sbps.model import ImageState
+from sbps.target_state import LunStats
 from tests.fixtures.http_api import (
     IQN,
     ApiServer,

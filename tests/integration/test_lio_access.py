@@ -20,8 +20,9 @@ from configfs.rtslib_compat import restore_rtslib
 from sbps.access_files import AccessSource
 from sbps.backends.lio import LioBackend
 from sbps.config import TargetConfig
-from sbps.model import DesiredImage, MappedLun, NodeAcl, TargetState
+from sbps.model import DesiredImage
 from sbps.plan import PlanInput, plan
+from sbps.target_state import MappedLun, NodeAcl, TargetState
 from tests.integration import lio_scenarios as sc
 
 pytestmark = [

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from sbps.access_files import AccessSource
+from sbps.actions import Plan, SetAuth
 from sbps.config import TargetConfig
-from sbps.model import Plan, Portal, SetAuth
 from sbps.plan import PlanInput, plan
+from sbps.target_state import Portal
 from tests.fixtures.images import BuiltImage
 from tests.fixtures.iscsi import DATA_PROTECT, InitiatorError
 from tests.fixtures.tgt import Tgtd

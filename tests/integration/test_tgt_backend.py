@@ -17,34 +17,27 @@ from pathlib import Path
 import pytest
 
 from sbps import identity
-from sbps.backends import make_backend
-from sbps.backends.tgt import TgtBackend
-from sbps.backends.tgtadm import Tgtadm
-from sbps.config import load
-from sbps.errors import BackendError
-from sbps.model import (
-    Chap,
+from sbps.actions import (
     CreateAcl,
     CreateLun,
     CreateStorageObject,
     DeleteLun,
     DeleteStorageObject,
-    DesiredImage,
-    ImageKind,
-    Lun,
-    ObjectInfo,
     Plan,
-    Portal,
     ReleaseClaim,
-    S3Url,
-    Secret,
     SetAuth,
     SetTpgAttributes,
     SetTpgEnabled,
-    StorageObject,
 )
+from sbps.backends import make_backend
+from sbps.backends.tgt import TgtBackend
+from sbps.backends.tgtadm import Tgtadm
+from sbps.config import load
+from sbps.errors import BackendError
+from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
 from sbps.plan import PlanInput, plan
 from sbps.reconciler import OPEN_ACCESS_ATTRIBUTES
+from sbps.target_state import Chap, Lun, Portal, Secret, StorageObject
 from tests.fixtures.images import MARKER, BuiltImage
 from tests.fixtures.iscsi import (
     DATA_PROTECT,

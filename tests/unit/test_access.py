@@ -24,7 +24,8 @@ from sbps.access import (
 from sbps.access_files import AccessSource, load_tenant_map, read_chap
 from sbps.config import TargetConfig, load
 from sbps.errors import ConfigError
-from sbps.model import AccessMode, DesiredImage, ImageKind, ObjectInfo, S3Url
+from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
+from sbps.target_state import AccessMode
 
 RED = "iqn.2024-01.node:x1000c0s0b0n0"
 RED2 = "iqn.2024-01.node:x1000c0s1b0n0"

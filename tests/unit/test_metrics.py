@@ -7,11 +7,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from sbps.actions import CreateLun, Note
 from sbps.apply import Report, Result
 from sbps.lifecycle import ImageStatus
 from sbps.metrics import CacheStats, SbpsCollector, StagingStats
-from sbps.model import CreateLun, ImageState, Lun, Note, Problem
+from sbps.model import ImageState, Problem
 from sbps.status import Status
+from sbps.target_state import Lun
 from tests.fixtures.http_api import make_status, rootfs
 
 A, B = rootfs("aaaa-1"), rootfs("bbbb-2")

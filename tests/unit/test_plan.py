@@ -7,28 +7,22 @@ from dataclasses import replace
 import pytest
 
 from sbps import identity
-from sbps.model import (
+from sbps.actions import (
     ClaimLun,
     CreateLun,
     CreateStorageObject,
     CreateTarget,
     DeleteLun,
     DeleteStorageObject,
-    DesiredImage,
-    ImageKind,
-    Lun,
-    ObjectInfo,
-    Portal,
     ReleaseClaim,
-    S3Url,
     SetPortals,
     SetTpgAttributes,
     SetTpgEnabled,
     StageImage,
-    StorageObject,
-    TargetState,
 )
+from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
 from sbps.plan import PlanInput, plan, retiring
+from sbps.target_state import Lun, Portal, StorageObject, TargetState
 
 CACHE = "/var/lib/sbps/cache"
 IQN = "iqn.2023-06.csm.iscsi:ncn-w001"

@@ -8,33 +8,32 @@ import pytest
 
 from sbps import identity
 from sbps.access import OPEN_ATTRIBUTES, attributes
-from sbps.model import (
+from sbps.actions import (
+    CreateAcl,
+    CreateLun,
+    DeleteAcl,
+    DeleteLun,
+    MapLun,
+    SetAuth,
+    SetTpgAttributes,
+    UnmapLun,
+)
+from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
+from sbps.plan import PlanInput, plan
+from sbps.target_state import (
     NO_CHAP,
     AccessMode,
     AccessSpec,
     AclSpec,
     Chap,
-    CreateAcl,
-    CreateLun,
-    DeleteAcl,
-    DeleteLun,
-    DesiredImage,
-    ImageKind,
     Lun,
-    MapLun,
     MappedLun,
     NodeAcl,
-    ObjectInfo,
     Portal,
-    S3Url,
     Secret,
-    SetAuth,
-    SetTpgAttributes,
     StorageObject,
     TargetState,
-    UnmapLun,
 )
-from sbps.plan import PlanInput, plan
 
 CACHE = "/var/lib/sbps/cache"
 IQN = "iqn.2023-06.csm.iscsi:ncn-w001"
