@@ -32,7 +32,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,13 +234,16 @@ class ClaimRegistry:
             view, _ = remote.scan()
             return [e.claim for _, e in sorted(view.items())]
 
-    def verify(self, exported: Mapping[int, str]) -> list[Problem]:
+    def verify(self, exported: Mapping[int, str],
+               pending: Collection[str] = ()) -> list[Problem]:
         """Check exported LUNs (id -> digest or backstore name) and the journal against
-        the registry. The exported map comes from the caller (the target backend)."""
+        the registry. The exported map comes from the caller (the target backend), with
+        the backstore names of desired images not exported yet (``pending``)."""
         with self._state() as (j, remote):
             cached = [e.claim for _, e in sorted(j.claims.items())]
             if remote is None:
-                return check(cached, cached, {}, exported, self.hostname, source="journal")
+                return check(cached, cached, {}, exported, self.hostname, source="journal",
+                             pending=pending)
             registry = [e.claim for _, e in sorted(remote.scan()[0].items())]
             digests = {c.digest for c in registry
                        if c.held_by(self.hostname) or c.lun_id in exported}
@@ -249,7 +252,8 @@ class ClaimRegistry:
                 found = remote.store.read_index(d)
                 if found is not None:
                     index[d] = found[0].lun_id
-            return check(registry, cached, index, exported, self.hostname, source="S3")
+            return check(registry, cached, index, exported, self.hostname, source="S3",
+                         pending=pending)
 
     def _update(self, identity: Identity, fn: Callable[[Claim], Claim]) -> Claim:
         with self._state() as (j, remote):

@@ -8,7 +8,7 @@ comes from the caller: the target backend reads it from the live target. Must no
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from sbps.model import Claim, Problem
 
@@ -18,12 +18,14 @@ def _lun(lun_id: int) -> str:
 
 
 def check(registry: Iterable[Claim], journal: Iterable[Claim], index: Mapping[str, int],
-          exported: Mapping[int, str], hostname: str, *, source: str = "S3"
-          ) -> list[Problem]:
+          exported: Mapping[int, str], hostname: str, *, source: str = "S3",
+          pending: Collection[str] = ()) -> list[Problem]:
     """Problems found, each naming the LUN id, the field and what is wrong.
 
     ``index`` maps digests to the id their key index names; digests missing from it are
-    not checked against an index (hash mode has none).
+    not checked against an index (hash mode has none). ``pending`` names the backstores
+    (digests' first 15 characters) of desired images not exported yet: their claims are
+    rightly held meanwhile.
     """
     by_id = {c.lun_id: c for c in registry}
     out: list[Problem] = []
@@ -45,7 +47,8 @@ def check(registry: Iterable[Claim], journal: Iterable[Claim], index: Mapping[st
             out.append(Problem(_lun(lun_id), "index", f"{c.identity_key} agreed on LUN "
                                f"{agreed}, not {lun_id}", "index_mismatch"))
     for c in sorted(by_id.values(), key=lambda c: c.lun_id):
-        if c.held_by(hostname) and c.lun_id not in exported:
+        if c.held_by(hostname) and c.lun_id not in exported \
+                and c.digest[:15] not in pending:
             out.append(Problem(_lun(c.lun_id), "holders", f"held by {hostname} for "
                                f"{c.identity_key} but not exported", "held_not_exported"))
     claims_of: dict[str, list[Claim]] = defaultdict(list)

@@ -5,9 +5,10 @@ in ``reconcile.state_dir`` is read but never written here (the daemon owns it), 
 ``release`` in hash mode, where the journal is the registry.
 
 ``verify`` compares exported LUNs with their claims. The exported map is the live LUN
-table the running marshal reports (``GET /v1/target``), or ``--exported FILE`` (JSON
-object: LUN id -> digest or backstore name); with no daemon to ask, it falls back to the
-claims this worker holds in its journal, and says so.
+table the running marshal reports (``GET /v1/target``, whose ``pending`` images, staging or
+failed, rightly hold their ids and are listed, not counted as problems), or ``--exported
+FILE`` (JSON object: LUN id -> digest or backstore name); with no daemon to ask, it falls
+back to the claims this worker holds in its journal, and says so.
 """
 
 from __future__ import annotations
@@ -109,29 +110,34 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _live(args: argparse.Namespace) -> dict[int, str] | None:
-    """LUN id -> backstore name from the running marshal, or None if it cannot be asked."""
+def _live(args: argparse.Namespace) -> tuple[dict[int, str], dict[str, str]] | None:
+    """From the running marshal: LUN id -> backstore name, and the backstore names of
+    desired images not exported yet -> their state; None if it cannot be asked."""
     url = (args.url or default_url(load(args.config).config)).rstrip("/")
     try:
         with urllib.request.urlopen(f"{url}/v1/target", timeout=10) as r:
             doc = json.loads(r.read())
-        return {int(lun["lun_id"]): str(lun["key"]) for lun in doc["luns"]}
+        pending = {str(p["key"]): f"{p['state']}" + (f": {p['reason']}" if p["reason"] else "")
+                   for p in doc.get("pending", [])}
+        return {int(lun["lun_id"]): str(lun["key"]) for lun in doc["luns"]}, pending
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"sbpsctl luns verify: cannot read the live target from {url} ({exc}); "
               "checking the claims held in the journal instead", file=sys.stderr)
         return None
 
 
-def _exported(args: argparse.Namespace, reg: ClaimRegistry) -> tuple[dict[int, str], str]:
+def _exported(args: argparse.Namespace, reg: ClaimRegistry
+              ) -> tuple[dict[int, str], dict[str, str], str]:
+    """(exported LUN id -> name, pending backstore name -> state, where they came from)."""
     if not args.exported:
         live = _live(args)
         if live is not None:
-            return live, "target"
-        return {lun_id: digest for digest, lun_id in reg.held().items()}, "journal"
+            return live[0], live[1], "target"
+        return {lun_id: digest for digest, lun_id in reg.held().items()}, {}, "journal"
     try:
         with open(args.exported, encoding="utf-8") as fh:
             raw = json.load(fh)
-        return {int(k): str(v) for k, v in raw.items()}, args.exported
+        return {int(k): str(v) for k, v in raw.items()}, {}, args.exported
     except (OSError, ValueError, AttributeError) as exc:
         raise InputError(args.exported, "exported", f"expected a JSON object of LUN id to "
                          f"digest: {exc}") from exc
@@ -139,13 +145,19 @@ def _exported(args: argparse.Namespace, reg: ClaimRegistry) -> tuple[dict[int, s
 
 def _verify(args: argparse.Namespace) -> int:
     reg = _registry(args)
-    exported, source = _exported(args, reg)
-    problems = reg.verify(exported)
+    exported, pending, source = _exported(args, reg)
+    problems = reg.verify(exported, pending)
+    waiting = {lun_id: pending[digest[:15]] for digest, lun_id in reg.held().items()
+               if digest[:15] in pending and lun_id not in exported}
     if args.json:
         print(json.dumps({"host": reg.hostname, "exported": len(exported),
                           "exported_source": source,
+                          "pending": {str(k): v for k, v in sorted(waiting.items())},
                           "problems": [asdict(p) for p in problems]}, indent=1))
     else:
+        for lun_id, state in sorted(waiting.items()):
+            print(f"LUN {lun_id}: held for an image not exported yet ({state})",
+                  file=sys.stderr)
         for p in problems:
             print(f"{p.obj}: {p.field}: {p.reason} [{p.code}]")
         print(f"{len(exported)} exported LUNs checked, {len(problems)} problems",

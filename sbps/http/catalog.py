@@ -84,6 +84,10 @@ def catalog(status: Status, match: str | None = None, keep: Keep | None = None
             "images": sorted(items, key=lambda e: (e["key"], e["state"]))}
 
 
+_PENDING = frozenset({ImageState.DISCOVERED, ImageState.STAGING, ImageState.STAGED,
+                      ImageState.FAILED})
+
+
 def target(status: Status) -> dict[str, Any]:
     t = status.target
     storage = t.storage_by_name() if t else {}
@@ -100,4 +104,7 @@ def target(status: Status) -> dict[str, Any]:
         "portals": portals(t), "gate_open": status.gate_open, "serving": status.serving,
         "dns_registered": status.dns_registered, "luns": luns,
         "foreign": list(t.foreign) if t else [],
+        # Desired images not exported yet: their LUN ids are rightly claimed meanwhile.
+        "pending": [{"key": s.name, "state": s.state.value, "reason": s.reason}
+                    for s in status.images if s.state in _PENDING],
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -11,7 +12,12 @@ from sbps.claims import ClaimRegistry, Settings, journal_path
 from sbps.cli import main
 from sbps.config import load
 from sbps.identity import from_key
+from sbps.lifecycle import ImageStatus
+from sbps.model import DesiredImage, ImageKind, ImageState, ObjectInfo, S3Url
 from sbps.s3 import S3, read_credentials
+from sbps.status import Status
+from sbps.target_state import TargetState
+from tests.fixtures.http_api import start_api
 from tests.fixtures.servers import S3Server
 
 IDENTS = [from_key(f"s3://boot-images/img{n}/rootfs|etag{n}") for n in range(3)]
@@ -81,6 +87,32 @@ def test_list_verify_release(config: Path, capsys: pytest.CaptureFixture[str]) -
                     str(theirs.lun_id), "--force", "--json")
     assert code == 0 and json.loads(out)["holders"] == []
     assert w2.refresh(IDENTS[1]).holders == frozenset()  # type: ignore[union-attr]
+
+
+async def test_verify_lists_pending_images_apart(config: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A claim held for an image the marshal reports as failed (not exported) is pending,
+    not a problem; one held for nothing the marshal knows is held_not_exported."""
+    w1 = worker(config, "w1")
+    failed, orphan = w1.claim(IDENTS[0]), w1.claim(IDENTS[1])
+    img = DesiredImage(identity=IDENTS[0], kind=ImageKind.ROOTFS, source=ObjectInfo(
+        S3Url("boot-images", "img0/rootfs"), "etag0", 1), name="img0")
+    status = Status(iqn="iqn.2023-06.csm.iscsi:w1", backend="lio", passes=1, ready=True,
+                    images=(ImageStatus(IDENTS[0].name, ImageState.FAILED, 0.0,
+                                        "verification_failed: md5 mismatch", image=img),),
+                    target=TargetState("iqn.2023-06.csm.iscsi:w1", exists=True))
+    api = await start_api(status, tmp_path / "api")
+    try:
+        code, out = await asyncio.to_thread(
+            run, capsys, "--config", str(config), "luns", "verify", "--url", api.url, "--json")
+    finally:
+        await api.close()
+    doc = json.loads(out)
+    assert doc["exported_source"] == "target"
+    assert doc["pending"] == {str(failed.lun_id): "failed: verification_failed: md5 mismatch"}
+    assert [(p["obj"], p["code"]) for p in doc["problems"]] == [
+        (f"LUN {orphan.lun_id}", "held_not_exported")]
+    assert code == 1
 
 
 def test_hash_mode_release_writes_the_journal(config: Path, tmp_path: Path,

@@ -186,6 +186,11 @@ async def test_target_lun_table(api: ApiServer, http: aiohttp.ClientSession) -> 
         (11, A.identity.name), (12, B.identity.name), (13, C.identity.name),
         (14, D.identity.name)]
     assert doc["luns"][0]["serial"] == A.identity.serial and doc["luns"][0]["size"] == 4096
+    # Desired images not exported yet, with their state (their LUN ids stay claimed).
+    states = {p["key"]: (p["state"], p["reason"]) for p in doc["pending"]}
+    assert ("failed", "verification_failed: md5 mismatch") in states.values()
+    assert "staging" in {state for state, _ in states.values()}
+    assert not set(states) & {lun["key"] for lun in doc["luns"]}
 
 
 async def test_health_and_readiness(api: ApiServer, http: aiohttp.ClientSession) -> None:

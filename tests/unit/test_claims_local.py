@@ -180,5 +180,7 @@ def test_verify_reports_each_kind_of_problem() -> None:
                      ("LUN 9", "claim_missing"), ("LUN 3", "held_not_exported"),
                      (d.key, "duplicate"), ("LUN 6", "journal_stale")}
     assert check([_c(1, a, "w1")], [], {a.digest: 1}, {1: a.digest}, "w1") == []
+    # A desired image still staging (or failed) rightly holds its id meanwhile.
+    assert check([_c(3, c, "w1")], [], {}, {}, "w1", pending={c.name}) == []
     moved = check([_c(1, a, "w1")], [], {a.digest: 2}, {1: a.name}, "w1")
     assert [p.code for p in moved] == ["index_mismatch"]
