@@ -88,8 +88,8 @@ def parse_tenant_map(path: str, data: dict[str, Any]) -> TenantMap:
     """Validate the map's content (TOML or JSON, same shape; see docs/access.md)."""
     unknown = sorted(set(data) - {"nodes", "tenants"})
     if unknown:
-        raise ConfigError(f"{path}: {unknown[0]}", "<not shown>", "unknown key; the map has "
-                          "nodes and tenants")
+        raise ConfigError(f"{path}: {unknown[0]}", None, "unknown key; the map has "
+                          "nodes and tenants", show_value=False)
     nodes = data.get("nodes", [])
     if not isinstance(nodes, list):
         raise ConfigError(f"{path}: nodes", nodes, "expected a list of initiator names")
@@ -108,8 +108,8 @@ def parse_tenant_map(path: str, data: dict[str, Any]) -> TenantMap:
             raise ConfigError(where, body, "expected a table with initiators")
         bad = sorted(set(body) - set(_TENANT_KEYS))
         if bad:
-            raise ConfigError(f"{where}.{bad[0]}", "<not shown>", "unknown key; known: "
-                              + ", ".join(_TENANT_KEYS))
+            raise ConfigError(f"{where}.{bad[0]}", None, "unknown key; known: "
+                              + ", ".join(_TENANT_KEYS), show_value=False)
         patterns = body.get("initiators", [])
         if not isinstance(patterns, list):
             raise ConfigError(f"{where}.initiators", patterns, "expected a list")
@@ -125,8 +125,9 @@ def _tenant_chap(path: str, where: str, body: dict[str, Any]) -> ChapFiles | Non
         return None
     if not all(isinstance(f, str) for f in files) or not (files[0] and files[1]) or \
             bool(files[2]) != bool(files[3]):
-        raise ConfigError(f"{where}.chap_secret_file", "<not shown>", "chap_user_file and "
-                          "chap_secret_file go together (and so do the mutual pair)")
+        raise ConfigError(f"{where}.chap_secret_file", None, "chap_user_file and "
+                          "chap_secret_file go together (and so do the mutual pair)",
+                          show_value=False)
     base = os.path.dirname(os.path.abspath(path))
     full = [os.path.join(base, f) if f else "" for f in files]
     return ChapFiles(full[0], full[1], full[2], full[3], key=f"{where}.chap_user_file")

@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from sbps import logs
+from sbps import __version__, logs
 from sbps.compose import Components, build
 from sbps.config import Loaded, load
 from sbps.errors import ConfigError, SbpsError
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 STOP_DEADLINE = 20.0
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sbps-marshal", description="The SBPS marshal: projects "
                                 "labelled boot images as read-only iSCSI LUNs.")
     p.add_argument("--config", metavar="FILE", help="configuration file "
@@ -37,10 +37,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--once", action="store_true", help="reconcile until converged, then exit "
                    "(0 converged, 1 an image failed)")
     level = p.add_mutually_exclusive_group()
-    level.add_argument("--debug", action="store_const", dest="level", const="debug")
-    level.add_argument("--quiet", action="store_const", dest="level", const="warning")
-    p.add_argument("--log-format", choices=("text", "json"))
-    return p.parse_args(argv)
+    level.add_argument("--debug", action="store_const", dest="level", const="debug",
+                       help="log at debug level (overrides log.level)")
+    level.add_argument("--quiet", action="store_const", dest="level", const="warning",
+                       help="log warnings and errors only (overrides log.level)")
+    p.add_argument("--log-format", choices=("text", "json"),
+                   help="log line format (overrides log.format)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -56,6 +64,9 @@ def main(argv: Sequence[str]) -> int:
         print(f"sbps-marshal: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.setup(loaded.config.log.level, loaded.config.log.format)
+    if not loaded.file_read:
+        log.warning("configuration: %s does not exist: running on defaults and "
+                    "SBPS_MARSHAL_* environment variables", loaded.path)
     for warning in loaded.warnings:
         log.warning("configuration: %s", warning)
     try:

@@ -47,13 +47,29 @@ class ConfigError(PermanentError):
 
     code = "config"
 
-    def __init__(self, key: str, value: object, allowed: str, *, source: str = "") -> None:
+    def __init__(self, key: str, value: object, allowed: str, *, source: str = "",
+                 show_value: bool = True) -> None:
         where = f" (from {source})" if source else ""
-        super().__init__(f"{key}: invalid value {value!r}{where}: {allowed}")
+        what = f"invalid value {value!r}" if show_value else "invalid"
+        super().__init__(f"{key}: {what}{where}: {allowed}")
         self.key = key
         self.value = value
         self.allowed = allowed
         self.source = source
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration values are invalid (a file is checked whole): every one of
+    them, in the order found. ``key``/``value``/``allowed`` are the first one's."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.key, first.value, first.allowed, source=first.source)
+        self.errors = tuple(errors)
+        self.args = ("\n".join(str(e) for e in errors),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class InputError(PermanentError):

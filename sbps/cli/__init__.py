@@ -16,6 +16,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
+from sbps import __version__
 from sbps.errors import ConfigError, SbpsError
 
 
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sbpsctl", description="Administer the SBPS marshal and its images.")
     parser.add_argument("--config", metavar="FILE", default=None,
                         help="configuration file (default /etc/sbps/marshal.toml)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

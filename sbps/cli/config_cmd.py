@@ -15,6 +15,7 @@ from typing import Any
 
 from sbps.config import load
 from sbps.config.render import example, reference_markdown, show_json, show_text
+from sbps.config.schema import DEFAULT_PATH
 from sbps.errors import ConfigError
 
 
@@ -58,15 +59,23 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    path = args.file or args.config
+    # The file is always named: with no argument, the one the marshal would read; a file
+    # that does not exist is an error however it was named (the marshal itself would run on
+    # defaults, but "valid" would claim a file was checked).
+    path = args.file or args.config or DEFAULT_PATH
     try:
+        if not Path(path).exists():
+            raise ConfigError("--config", path, "no such file (sbps-marshal would run on "
+                              "defaults and environment only)")
         loaded = load(path)
     except ConfigError as exc:
+        errors = getattr(exc, "errors", (exc,))
         if args.json:
-            print(json.dumps({"valid": False, "key": exc.key, "value": repr(exc.value),
-                              "message": str(exc)}))
+            print(json.dumps({"valid": False, "path": path, "errors": [
+                {"key": e.key, "source": e.source, "message": str(e)} for e in errors]}))
         else:
-            print(f"invalid: {exc}", file=sys.stderr)
+            for e in errors:
+                print(f"{path}: invalid: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"valid": True, "path": loaded.path,

@@ -105,7 +105,7 @@ def _add_check(actions: Any) -> None:
 def _add_label(actions: Any) -> None:
     p = actions.add_parser("label", help="set (or --remove) the SBPS label of an IMS image, "
                            "or another metadata label such as its tenant")
-    p.add_argument("image_id", metavar="ID")
+    p.add_argument("image_id", metavar="ID", help="the IMS image id")
     p.add_argument("label", metavar="KEY=VALUE", nargs="?", help="a metadata label to set "
                    "(e.g. sbps-tenant=red); default: catalog.label_key=true")
     p.add_argument("--remove", action="store_true", help="remove the label (give KEY or "

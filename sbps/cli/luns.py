@@ -46,7 +46,8 @@ def register(sub: Any) -> None:
     ver.add_argument("--json", action="store_true", help="machine-readable output")
     ver.set_defaults(func=_verify)
     rel = lsub.add_parser("release", help="release an orphaned claim (refused while held)")
-    rel.add_argument("lun_id", type=int, metavar="ID")
+    rel.add_argument("lun_id", type=int, metavar="ID", help="the LUN id whose claim to "
+                     "release")
     rel.add_argument("--force", action="store_true", help="release even while workers "
                      "hold it (they lose the id once its quarantine ends)")
     rel.add_argument("--json", action="store_true", help="machine-readable output")

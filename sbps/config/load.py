@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sbps.config.schema import DEFAULT_PATH, DEPRECATED_ENV, ENV_PREFIX, Config
-from sbps.errors import ConfigError
+from sbps.errors import ConfigError, ConfigErrors
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
@@ -159,12 +159,19 @@ def _check_bounds(key: Key, value: Any) -> None:
 
 
 def _set(values: dict[str, Any], sources: dict[str, str], key: Key, raw: Any, source: str,
-         from_env: bool) -> None:
+         from_env: bool, errors: list[ConfigError] | None = None) -> None:
+    """Set one key; a bad value raises, or is added to ``errors`` when given (so that a
+    file is reported whole, not one error per run)."""
     try:
         value = _convert(key, raw, from_env)
         _check_bounds(key, value)
     except ValueError as exc:
-        raise ConfigError(key.dotted, raw, f"expected {exc}", source=source) from None
+        err = ConfigError(key.dotted, raw,
+                          f"expected {exc}", source=source)
+        if errors is None:
+            raise err from None
+        errors.append(err)
+        return
     values[key.dotted] = value
     sources[key.dotted] = source
 
@@ -175,7 +182,7 @@ def _suggest(name: str, candidates: list[str]) -> str:
 
 
 def _read_file(path: str, by_key: dict[str, Key], values: dict[str, Any],
-               sources: dict[str, str]) -> None:
+               sources: dict[str, str], errors: list[ConfigError]) -> None:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -187,13 +194,17 @@ def _read_file(path: str, by_key: dict[str, Key], values: dict[str, Any],
                           "are UTF-8") from None
     except OSError as exc:
         raise ConfigError("--config", path, f"cannot read: {exc.strerror}") from None
+    source = f"file {path}"
     sections = sorted({k.section for k in by_key.values()})
     for sect, body in data.items():
         if sect not in sections:
-            raise ConfigError(sect, body, "unknown section; sections are " + ", ".join(sections)
-                              + _suggest(sect, sections), source=path)
+            errors.append(ConfigError(sect, None, "unknown section; sections are "
+                                      + ", ".join(sections) + _suggest(sect, sections),
+                                      source=source, show_value=False))
+            continue
         if not isinstance(body, dict):
-            raise ConfigError(sect, body, "expected a [section] table", source=path)
+            errors.append(ConfigError(sect, body, "expected a [section] table", source=source))
+            continue
         names = [k.name for k in by_key.values() if k.section == sect]
         for name, raw in body.items():
             key = by_key.get(f"{sect}.{name}")
@@ -201,14 +212,17 @@ def _read_file(path: str, by_key: dict[str, Key], values: dict[str, Any],
                 hint = _suggest(name, names)
                 if f"{name}_file" in names:
                     hint = f"; secrets are given as files: use {name}_file"
-                # The value of an unknown key may be a secret put in the wrong place.
-                raise ConfigError(f"{sect}.{name}", "<not shown>", "unknown key" + hint,
-                                  source=path)
-            _set(values, sources, key, raw, "file", from_env=False)
+                # The value of an unknown key may be a secret put in the wrong place: it is
+                # never repeated.
+                errors.append(ConfigError(f"{sect}.{name}", None, "unknown key" + hint,
+                                          source=source, show_value=False))
+                continue
+            _set(values, sources, key, raw, source, from_env=False, errors=errors)
 
 
 def _read_env(env: Mapping[str, str], by_key: dict[str, Key], values: dict[str, Any],
-              sources: dict[str, str], warnings: list[str]) -> None:
+              sources: dict[str, str], warnings: list[str],
+              errors: list[ConfigError]) -> None:
     by_env = {k.env: k for k in by_key.values()}
     by_alias = {ENV_PREFIX + k.alias: k for k in by_key.values() if k.alias}
     for name in sorted(env):
@@ -216,14 +230,14 @@ def _read_env(env: Mapping[str, str], by_key: dict[str, Key], values: dict[str, 
             continue
         key = by_env.get(name)
         if key is not None:
-            _set(values, sources, key, env[name], f"env {name}", from_env=True)
+            _set(values, sources, key, env[name], f"env {name}", from_env=True, errors=errors)
             continue
         key = by_alias.get(name)
         if key is not None:
             if key.env in env:
                 warnings.append(f"{name} is ignored: {key.env} is also set and wins")
                 continue
-            _set(values, sources, key, env[name], f"env {name}", from_env=True)
+            _set(values, sources, key, env[name], f"env {name}", from_env=True, errors=errors)
             continue
         rest = name[len(ENV_PREFIX):]
         for old, replacement in DEPRECATED_ENV.items():
@@ -303,11 +317,14 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
     warnings: list[str] = []
     chosen = path if path is not None else DEFAULT_PATH
     file_read = path is not None or Path(DEFAULT_PATH).exists()
+    errors: list[ConfigError] = []
     if file_read:
-        _read_file(chosen, by_key, values, sources)
-    _read_env(env, by_key, values, sources, warnings)
+        _read_file(chosen, by_key, values, sources, errors)
+    _read_env(env, by_key, values, sources, warnings, errors)
     for dotted, raw in (flags or {}).items():
-        _set(values, sources, by_key[dotted], raw, "flag", from_env=False)
+        _set(values, sources, by_key[dotted], raw, "flag", from_env=False, errors=errors)
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     _cross_checks(values, sources)
     sections: dict[str, dict[str, Any]] = {}
     for k in all_keys:

@@ -48,7 +48,7 @@ def example() -> str:
             out.append(f"\n[{section}]\n")
         out.append(f"# {k.help}\n")
         extra = [f"env {k.env}"]
-        if k.alias:
+        if _other_alias(k):
             extra.append(f"alias {ENV_PREFIX}{k.alias}")
         if k.choices:
             extra.append("one of " + "|".join(k.choices))
@@ -59,11 +59,16 @@ def example() -> str:
     return "".join(out)
 
 
+def _other_alias(k: Key) -> bool:
+    """The field agent's name, when it differs from ours (S3_HOST is both)."""
+    return bool(k.alias) and ENV_PREFIX + k.alias != k.env
+
+
 def reference_markdown() -> str:
     """The configuration reference table for the README."""
     rows = ["| key | default | environment | meaning |", "|---|---|---|---|"]
     for k in keys():
-        env = f"`{k.env}`" + (f" (alias `{ENV_PREFIX}{k.alias}`)" if k.alias else "")
+        env = f"`{k.env}`" + (f" (alias `{ENV_PREFIX}{k.alias}`)" if _other_alias(k) else "")
         meaning = k.help + (" One of " + ", ".join(k.choices) + "." if k.choices else "")
         rows.append(f"| `{k.dotted}` | `{toml_value(k.default)}` | {env} | {meaning} |")
     return "\n".join(rows) + "\n"

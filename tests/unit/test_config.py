@@ -11,7 +11,7 @@ import pytest
 from sbps.cli import main as sbpsctl
 from sbps.config import load, parse_duration, parse_size
 from sbps.config.render import as_dict, example
-from sbps.errors import ConfigError
+from sbps.errors import ConfigError, ConfigErrors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,7 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
                   flags={"log.level": "debug"})
     assert loaded.config.reconcile.interval == 120
     assert loaded.config.s3.bucket == "other"
-    assert loaded.sources["reconcile.interval"] == "file"
+    assert loaded.sources["reconcile.interval"] == f"file {path}"
     assert loaded.sources["s3.bucket"] == "env SBPS_MARSHAL_S3_BUCKET"
     assert loaded.sources["log.level"] == "flag"
 
@@ -85,7 +85,6 @@ def test_retired_agent_variables_warn_with_replacement(name: str) -> None:
     ("[stage]\nconcurrency = \"two\"\n", "stage.concurrency", "a whole number"),
     ("[s3]\nbuckit = \"x\"\n", "s3.buckit", "did you mean 'bucket'"),
     ("[dns]\ntsig_key = \"c2VjcmV0\"\n", "dns.tsig_key", "use tsig_key_file"),
-    ("[dns]\ntsig_key = \"c2VjcmV0\"\n", "dns.tsig_key", "'<not shown>'"),
     ("[nodes]\nhostname = \"w1\"\n", "nodes", "did you mean 'node'"),
     ('[target]\naccess = "acl"\nlun_max = 300\n', "target.lun_max", "at most 255"),
     ('[catalog]\nauth = "token-file"\n', "catalog.token_file", "required"),
@@ -152,6 +151,49 @@ def test_sbpsctl_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert sbpsctl(["config", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "stage.verify" in err and "'sometimes'" in err and "strict, best-effort" in err
+
+
+def test_unknown_key_never_repeats_its_value(tmp_path: Path) -> None:
+    path = write(tmp_path, '[dns]\ntsig_key = "c2VjcmV0"\n')
+    with pytest.raises(ConfigError) as err:
+        load(path, env={})
+    assert "c2VjcmV0" not in str(err.value) and "not shown" not in str(err.value)
+    assert str(err.value) == (f"dns.tsig_key: invalid (from file {path}): unknown key; "
+                              "secrets are given as files: use tsig_key_file")
+
+
+def test_a_bad_value_names_its_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[stage]\nverify = "sometimes"\n')
+    with pytest.raises(ConfigError, match=f"from file {re.escape(path)}"):
+        load(path, env={})
+
+
+def test_every_error_of_a_file_is_reported(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, '[stage]\nverify = "sometimes"\nconcurrency = "two"\n'
+                 '[s3]\nbuckit = "x"\n[nodes]\nx = 1\n')
+    with pytest.raises(ConfigErrors) as err:
+        load(path, env={"SBPS_MARSHAL_RECONCILE_INTERVAL": "often"})
+    assert [e.key for e in err.value.errors] == [
+        "stage.verify", "stage.concurrency", "s3.buckit", "nodes", "reconcile.interval"]
+    assert sbpsctl(["config", "check", path]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4 and all(line.startswith(f"{path}: invalid: ") for line in lines)
+    assert sbpsctl(["config", "check", "--json", path]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["valid"] is False and len(doc["errors"]) == 4
+
+
+def test_check_of_an_absent_file_fails_however_it_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    absent = str(tmp_path / "marshal.toml")
+    assert sbpsctl(["config", "check", absent]) == 2
+    assert f"{absent}: invalid: --config" in capsys.readouterr().err
+    monkeypatch.setattr("sbps.cli.config_cmd.DEFAULT_PATH", absent)
+    assert sbpsctl(["config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert absent in err and "no such file" in err and "valid" not in err.replace("invalid", "")
 
 
 def test_sbpsctl_config_show_env_alias(monkeypatch: pytest.MonkeyPatch,
