@@ -10,6 +10,7 @@ These are development tools of a source checkout (the dev IMS server lives in
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import shutil
 import signal
@@ -59,11 +60,19 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
 
 
 def _exe(name: str, hint: str) -> str:
-    found = shutil.which(name) or (str(Path(sys.executable).parent / name)
-                                   if (Path(sys.executable).parent / name).exists() else None)
+    """A system program (tgtd, knotd) from PATH."""
+    found = shutil.which(name)
     if found is None:
         raise DevStackError(f"{name} is not installed ({hint})")
     return found
+
+
+def _python_tool(module: str, hint: str) -> list[str]:
+    """A Python server run by this very interpreter, so the demo uses the version pinned in
+    its own environment, never whatever of the same name comes first on PATH."""
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        raise DevStackError(f"{module} is not installed in {sys.prefix} ({hint})")
+    return [sys.executable, "-m", module]
 
 
 def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -74,8 +83,8 @@ def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 def start_moto(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    proc = _spawn([_exe("moto_server", "pip install 'moto[server]'"), "-H", "127.0.0.1", "-p",
-                   str(port)], workdir / "moto.log")
+    proc = _spawn([*_python_tool("moto.server", "pip install 'moto[server]'"), "-H",
+                   "127.0.0.1", "-p", str(port)], workdir / "moto.log")
     wait_port(port, proc, "moto_server")
     return proc, f"http://127.0.0.1:{port}"
 
