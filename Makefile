@@ -1,5 +1,5 @@
 # The two commands of the README. Both work on a fresh Debian 12 machine as root.
-.PHONY: test deps demo
+.PHONY: test deps demo demo-shell
 
 deps:
 	bash scripts/install-deps
@@ -14,3 +14,9 @@ demo: deps
 	test -x $(DEMO_VENV)/bin/python || python3 -m venv $(DEMO_VENV)
 	$(DEMO_VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[demo]'
 	$(DEMO_VENV)/bin/sbpsctl demo $(DEMO_ARGS)
+
+# A shell with sbpsctl on PATH, bound to the newest running demo's configuration.
+demo-shell:
+	@env=$$(ls -td /tmp/sbps-demo-*/env.sh 2>/dev/null | head -n 1); \
+	test -n "$$env" || { echo "no running demo: start one with make demo"; exit 1; }; \
+	exec bash --rcfile "$$env" -i

@@ -156,12 +156,7 @@ class Demo:
 
     def _build_image(self) -> dict[str, Any]:
         tree = self.dir / "rootfs"
-        (tree / "etc").mkdir(parents=True)
-        (tree / "etc/os-release").write_text('NAME="sbps demo"\nID=sbps-demo\n')
-        (tree / "etc/motd").write_text("booted through SBPS\n")
-        (tree / "usr/bin").mkdir(parents=True)
-        (tree / "usr/bin/hello").write_text("#!/bin/sh\necho hello from sbps\n")
-        (tree / "usr/bin/hello").chmod(0o755)
+        build_rootfs(tree)
         r = self._sbpsctl("image", "build", str(tree), "--name", "sbps-demo", "--json",
                           "--boot-params", "console=ttyS0,115200 rd.retry=10")
         return dict(json.loads(r))
@@ -228,6 +223,12 @@ class Demo:
         return f"serial {serial}, {size} bytes, sha256 {digest[:16]}...: equal to S3"
 
     def _serve(self) -> None:
+        shell = self._sbpsctl_shell()
+        self.say(f"sbpsctl:  {Path(sys.executable).parent / 'sbpsctl'} --config {self.config} "
+                 "status")
+        self.say(f"          (the admin token it reads: {self.dir / 'state' / 'admin-token'})")
+        self.say(f"Shell:    . {shell}")
+        self.say("          (or `make demo-shell`): sbpsctl on PATH, bound to this demo")
         self.say(f"API:      {self.api}/v1/images")
         self.say(f"Metrics:  {self.api}/metrics")
         self.say(f"Portal:   iscsi://127.0.0.1:{self.tgtd.port if self.tgtd else '?'}")
@@ -241,6 +242,20 @@ class Demo:
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, wanted)
 
+    def _sbpsctl_shell(self) -> Path:
+        """``<dir>/bin/sbpsctl`` bound to the demo's configuration, and ``<dir>/env.sh``
+        that puts it on PATH (``make demo-shell`` sources the newest one)."""
+        bindir = self.dir / "bin"
+        bindir.mkdir(exist_ok=True)
+        wrapper = bindir / "sbpsctl"
+        wrapper.write_text(f"#!/bin/sh\nexec {Path(sys.executable).parent / 'sbpsctl'} "
+                           f"--config {self.config} \"$@\"\n")
+        wrapper.chmod(0o755)
+        env = self.dir / "env.sh"
+        env.write_text(f"export PATH={bindir}:$PATH\nPS1='(sbps-demo) '\"${{PS1:-$ }}\"\n"
+                       "echo 'sbpsctl talks to the demo: try sbpsctl status, sbpsctl images'\n")
+        return env
+
     def close(self) -> None:
         if self.marshal is not None:
             devstack.stop(self.marshal, timeout=30)
@@ -250,6 +265,41 @@ class Demo:
             devstack.stop(proc)
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: Programs of the demo's root file system (busybox applets), enough to boot to a shell.
+_APPLETS = ("sh", "ls", "cat", "echo", "mount", "umount", "poweroff", "sleep", "uname",
+            "dmesg", "ps", "mkdir", "ln", "readlink", "blkid", "hexdump", "head", "grep")
+
+
+def build_rootfs(tree: Path) -> None:
+    """A small real root file system: static busybox with its applets and an ``/sbin/init``
+    that mounts /proc, /sys and /dev, prints a marker and the root device's WWID, then powers
+    off (the diskless-boot lane boots the same tree)."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise DemoFailed("busybox is not installed (apt-get install busybox-static)")
+    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "run", "usr/bin", "root"):
+        (tree / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox, tree / "bin" / "busybox")
+    for applet in _APPLETS:
+        (tree / "bin" / applet).symlink_to("busybox")
+    (tree / "etc/os-release").write_text('NAME="sbps demo"\nID=sbps-demo\n')
+    (tree / "etc/motd").write_text("booted through SBPS\n")
+    (tree / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (tree / "usr/bin/hello").write_text("#!/bin/sh\necho hello from sbps\n")
+    (tree / "usr/bin/hello").chmod(0o755)
+    init = tree / "sbin" / "init"
+    init.write_text("""#!/bin/sh
+# The demo image's init: prove the root came through SBPS, then power off.
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev 2>/dev/null
+root=$(grep ' / ' /proc/mounts | head -n 1)
+echo "SBPS-DEMO-ROOT-OK: $(cat /etc/motd)"
+echo "SBPS-DEMO-ROOT-MOUNT: $root"
+for d in /sys/block/*/device/wwid; do [ -r "$d" ] && echo "SBPS-DEMO-WWID: $d $(cat "$d")"; done
+poweroff -f
+""")
+    init.chmod(0o755)
 
 
 def _boto(endpoint: str) -> Any:

@@ -37,3 +37,37 @@ def test_reaper_sees_a_detached_leftover(tmp_path: Path) -> None:
                       tmp_path, 60)
     assert r.returncode == 0
     assert [x["cmdline"] for x in left] == ["sleep 300"]
+
+
+def test_demo_banner_gives_a_working_sbpsctl(tmp_path: Path) -> None:
+    """Served (not --check), the demo prints an sbpsctl command line and a shell file that
+    both reach it; Ctrl-C then stops everything."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "from sbps.cli import run; run()", "demo"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        text = "".join(lines)
+        command = next(x.split(":", 1)[1].strip() for x in lines if x.startswith("sbpsctl:"))
+        assert command.endswith(" status") and "--config" in command, text
+        r = subprocess.run(command.split(), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        shell = next(x.split(". ", 1)[1].strip() for x in lines if x.startswith("Shell:"))
+        r = subprocess.run(["sh", "-c", f". {shell} >/dev/null && sbpsctl images"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "sbps-demo" in r.stdout, r.stdout + r.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "removing" in out
