@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sbps.access import OPEN_ATTRIBUTES
@@ -69,7 +70,8 @@ class Reconciler:
         self._counters_lock = asyncio.Lock()
         self._staging: dict[str, asyncio.Task[None]] = {}
         self._replace: set[str] = set()
-        self.serving = Serving(gate, registrar, drain_delay=self._drain_delay(), clock=clock)
+        self.serving = Serving(gate, registrar, drain_delay=self._drain_delay(), clock=clock,
+                               drain_file=Path(cfg.reconcile.state_dir) / "drained")
         self.adoption = Adoption(cfg.reconcile.state_dir, cfg.stage.cache_dir,
                                  keep_backing=cfg.target.adopt_keep_backing,
                                  quiet=min(cfg.reconcile.retire_grace, 300.0), clock=clock)
@@ -160,7 +162,8 @@ class Reconciler:
             last_pass_seconds=time.monotonic() - t0,
             last_success_at=started if ok else self.status.last_success_at,
             ready=self.status.ready or target is not None, gate_open=self.serving.open,
-            serving=serve, dns_registered=dns_ok,
+            serving=bool(target is not None and target.tpg_enabled) if serve is None
+            else serve, dns_registered=dns_ok,
             degraded=view.degraded + (("catalog_empty",) if self.desired.empty_outage
                                       else ()),
             images=self.lifecycle.status(), problems=view.problems + self.desired.pe_problems,
@@ -218,7 +221,7 @@ class Reconciler:
         return img
 
     async def _plan_input(self, desired: tuple[DesiredImage, ...], target: TargetState,
-                          serve: bool) -> PlanInput:
+                          serve: bool | None) -> PlanInput:
         staged = {}
         for img in desired:
             entry = self.stager.entry(img.identity.digest)
@@ -246,7 +249,8 @@ class Reconciler:
                          adopted=adopted,
                          replace=frozenset(self._replace),
                          blocked=self.lifecycle.blocked() | frozenset(self._staging),
-                         serve=serve, portals=self._portals, attributes=attributes,
+                         serve=target.tpg_enabled if serve is None else serve,
+                         portals=self._portals, attributes=attributes,
                          access=access)
         # Counters only of the LUNs decided on by them: retiring and adopted ones.
         leaving = retiring(base)

@@ -4,15 +4,21 @@ Owns the order that keeps clients safe: closing (gate closed or ``sbpsctl drain`
 withdraws this worker's DNS records first and keeps the target enabled for the drain delay,
 so initiators move to other paths before the TPG is disabled; opening serves at once and
 registers DNS only after a pass has the target enabled. A gate that cannot answer keeps its
-last state, so an API outage never drains a worker. Must not touch the target itself.
+last state, so an API outage never drains a worker. A manual drain is kept in a file in the
+state directory, so a restart never reopens a drained worker. A worker that starts closed
+never enables its target, not even for the drain delay: it keeps the target as it finds it
+for the delay (an enabled one lets clients move), then disables it. Must not touch the
+target itself.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 
-from sbps.errors import SbpsError
+from sbps.errors import SbpsError, TemporaryError
 from sbps.ports import Gate, Registrar
 from sbps.target_state import TargetState
 
@@ -21,24 +27,44 @@ log = logging.getLogger(__name__)
 
 class Serving:
     def __init__(self, gate: Gate, registrar: Registrar, *, drain_delay: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], drain_file: Path | None = None) -> None:
         self.gate = gate
         self.registrar = registrar
         self.drain_delay = drain_delay
         self.clock = clock
+        self.drain_file = drain_file
         self.gate_open = True
-        self.drained = False
+        self.drained = drain_file is not None and drain_file.exists()
+        if self.drained:
+            log.info("manual drain on (kept in %s): this worker stays closed until "
+                     "`sbpsctl drain --off`", drain_file)
         self.closed_at: float | None = None
         self._answered = False
+        self._served = False  # whether this process has served (decided open) yet
 
     def drain(self, on: bool) -> None:
-        """Close (or reopen) this worker by hand, whatever the gate says."""
+        """Close (or reopen) this worker by hand, whatever the gate says; kept across
+        restarts. Raises TemporaryError (and changes nothing) if it cannot be kept."""
+        if self.drain_file is not None:
+            try:
+                if on:
+                    fd = os.open(self.drain_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w") as fh:
+                        fh.write("drained by sbpsctl drain / POST /v1/drain\n")
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                else:
+                    self.drain_file.unlink(missing_ok=True)
+            except OSError as exc:
+                raise TemporaryError(f"cannot keep the drain in {self.drain_file}: "
+                                     f"{exc.strerror}", code="state_write") from exc
         if on != self.drained:
             log.info("manual drain %s", "on" if on else "off")
         self.drained = on
 
-    async def decide(self, errors: list[str]) -> bool:
-        """Read the gate; withdraw DNS when closing. Returns whether the TPG serves now."""
+    async def decide(self, errors: list[str]) -> bool | None:
+        """Read the gate; withdraw DNS when closing. Returns whether the TPG serves now, or
+        None for "leave it as it is" (a worker that started closed, during the delay)."""
         try:
             self.gate_open = await self.gate.is_open()
             self._answered = True
@@ -49,13 +75,18 @@ class Serving:
                 self.gate_open = True
         if self.open:
             self.closed_at = None
+            self._served = True
             return True
         if self.closed_at is None:
             self.closed_at = self.clock()
             log.info("closing (%s): withdrawing DNS, disabling the target in %.0f s",
                      "drain" if self.drained else f"gate {self.gate.name}", self.drain_delay)
             await self.ensure_dns(False, errors)
-        return self.clock() < self.closed_at + self.drain_delay
+        if self.clock() >= self.closed_at + self.drain_delay:
+            return False
+        # Closing after serving: keep serving for the delay. Closed since start: never
+        # enable; an enabled target (a restart) keeps serving for the delay.
+        return True if self._served else None
 
     @property
     def open(self) -> bool:

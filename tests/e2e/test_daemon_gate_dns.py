@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,12 +66,10 @@ def test_sbpsctl_drain(make_worker: Callable[..., Worker], ims_server: IMSServer
                     reconcile={"drain_delay": "2s"})
     w.start()
     wait_until("registered", lambda: srv_targets(knot_server), worker=w)
-    url = wait_until("the API URL", lambda: (w.root / "state/http-url").exists()
-                     and (w.root / "state/http-url").read_text().strip(), worker=w)
 
     def sbpsctl(*args: str) -> dict[str, Any]:
         r = subprocess.run([sys.executable, "-c", "from sbps.cli import run; run()",
-                            "--config", str(w.config_path), *args, "--url", url, "--json"],
+                            "--config", str(w.config_path), *args, "--json"],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
@@ -78,6 +77,18 @@ def test_sbpsctl_drain(make_worker: Callable[..., Worker], ims_server: IMSServer
     doc = sbpsctl("drain")
     assert doc["drained"] is True and doc["serving"] is False
     assert not srv_targets(knot_server) and not w.tpg_enabled()
+    # A restart keeps the drain: the target is never enabled again, not even briefly.
+    assert w.stop() == 0
+    (w.root / "state/http-url").unlink()
+    w.start()
+    seen = []
+    deadline = time.monotonic() + 8  # beyond the 2 s drain delay and the first passes
+    while time.monotonic() < deadline:
+        seen.append(w.tpg_enabled())
+        time.sleep(0.05)
+    assert not any(seen), "a drained worker enabled its target after a restart"
+    wait_until("the API URL", lambda: (w.root / "state/http-url").exists(), worker=w)
+    assert not srv_targets(knot_server)
     doc = sbpsctl("drain", "--undo")
     assert doc["drained"] is False
     wait_until("serving again", lambda: w.tpg_enabled() and srv_targets(knot_server), worker=w)
