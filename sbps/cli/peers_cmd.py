@@ -1,10 +1,12 @@
-"""``sbpsctl peers check URL...``: prove that workers agree on every image's identity.
+"""``sbpsctl peers check [URL...]``: prove that workers agree on every image's identity.
 
 Owns the comparison of several workers' ``/v1/target`` and ``/v1/images``: an image whose
 LUN id, serial or size differs between workers, an image a worker lacks, a LUN id that
 names different images on different workers, and a fleet that mixes target backends (tgt
 sets its own designators, so initiators cannot multipath across backends). Exit 1 on any
 disagreement or unreachable worker. Workers never talk to each other; this is the check.
+With no URL, the workers are the ones registered in DNS under this worker's SRV name
+(``sbps.dns.peers``), each reached at its A record's address on ``http.port``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sbps.cli._api import add_common, api, dump, table
-from sbps.errors import SbpsError
+from sbps.cli._api import add_common, api, config_of, dump, table
+from sbps.dns import peers
+from sbps.dns.records import srv_name
+from sbps.errors import SbpsError, UpstreamPermanentError
 
 #: Catalog states in which a worker actually exports the image.
 SERVING = ("exported", "retiring")
@@ -34,7 +38,11 @@ def register(sub: Any) -> None:
     psub = p.add_subparsers(dest="peers_command", metavar="ACTION")
     psub.required = True
     c = psub.add_parser("check", help="report every image the workers disagree on")
-    c.add_argument("urls", nargs="+", metavar="URL", help="API base URL of each worker")
+    c.add_argument("urls", nargs="*", metavar="URL", help="API base URL of each worker "
+                   "(default: every worker in the DNS SRV records, at its address and "
+                   "http.port)")
+    c.add_argument("--network", choices=("hsn", "nmn"), help="with no URL: the network whose "
+                   "SRV records list the workers (default nmn when registered)")
     add_common(c)
     c.set_defaults(func=_check)
 
@@ -80,15 +88,30 @@ def _state(cat: Mapping[str, Any], key: str) -> str:
     return "absent"
 
 
+def _from_dns(args: argparse.Namespace) -> list[str]:
+    """The API URLs of the workers in DNS (this worker's own configuration says where)."""
+    cfg = config_of(args)
+    net = peers.network(cfg, args.network)
+    found = peers.find(cfg, net)
+    if not found:
+        raise UpstreamPermanentError(f"no worker is registered under "
+                                     f"{srv_name(cfg, net)} at {cfg.dns.server}")
+    scheme = "https" if cfg.http.tls_cert_file else "http"
+    return [f"{scheme}://{p.address}:{cfg.http.port}" for p in found]
+
+
 def _check(args: argparse.Namespace) -> int:
     fleet: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
     problems: list[Disagreement] = []
-    for url in dict.fromkeys(args.urls):
+    urls = args.urls or _from_dns(args)
+    for url in dict.fromkeys(urls):
         client = api(args, url=url)
         try:
             fleet[url] = (client.get("/v1/target"), client.get("/v1/images"))
         except SbpsError as exc:
-            problems.append(Disagreement("unreachable", url, str(exc)))
+            hint = "" if args.urls else (" (found in DNS: its API must listen on that "
+                                         "address, http.bind, at this worker's http.port)")
+            problems.append(Disagreement("unreachable", url, str(exc) + hint))
     problems += compare(fleet)
     if args.json:
         workers = {url: {"iqn": t["iqn"], "backend": t["backend"], "luns": len(t["luns"]),

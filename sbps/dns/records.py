@@ -73,6 +73,11 @@ def _domain(cfg: Config) -> str:
     return f"{cfg.node.system_name.strip('.')}.{cfg.node.site_domain.strip('.')}.".lower()
 
 
+def srv_name(cfg: Config, net: str) -> str:
+    """The SRV name every worker registers on ``net`` (absolute)."""
+    return f"_sbps-{net}._tcp.{_domain(cfg)}"
+
+
 def portal_port(cfg: Config, address: str | None) -> int:
     """The port of the portal on ``address`` if one is configured, else ``target.port``."""
     for portal in cfg.target.portals:
@@ -100,7 +105,7 @@ def desired(cfg: Config, hostname: str,
         address = (addresses or {}).get(net)
         host = f"iscsi-server-id-{nnn}.{net}.{domain}"
         out.append(NetRecords(
-            net=net, srv_name=f"_sbps-{net}._tcp.{domain}",
+            net=net, srv_name=srv_name(cfg, net),
             srv_data=f"1 0 {portal_port(cfg, address)} {host}", host=host,
             owner=owner_text(hostname), ttl=cfg.dns.ttl, address=address))
     return tuple(out)

@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.fixtures.dns import DOMAIN, SYSTEM, KnotServer, query
 from tests.fixtures.marshal import Worker, wait_until
-from tests.fixtures.servers import IMSServer
+from tests.fixtures.servers import IMSServer, free_port
 
 SRV = f"_sbps-hsn._tcp.{SYSTEM}.{DOMAIN}."
 
@@ -93,3 +93,40 @@ def test_sbpsctl_drain(make_worker: Callable[..., Worker], ims_server: IMSServer
     assert doc["drained"] is False
     wait_until("serving again", lambda: w.tpg_enabled() and srv_targets(knot_server), worker=w)
     assert w.stop() == 0
+
+
+def test_peers_check_finds_the_fleet_in_dns(
+        make_worker: Callable[..., Worker], ims_server: IMSServer,
+        upload_ims_image: Callable[..., Any], knot_server: KnotServer) -> None:
+    """`sbpsctl peers check` with no URL: the workers are those in the SRV records this
+    worker registers, each reached at its A record's address on http.port."""
+    upload_ims_image("compute", label=True)
+    port = free_port()
+    workers = []
+    for n, address in ((1, "127.0.0.21"), (2, "127.0.0.22")):
+        dns = {**dns_settings(knot_server), "hsn_address": f"127.0.1.{n}",
+               "nmn_address": address}
+        w = make_worker(f"ncn-w00{n}", ims_server, dns=dns,
+                        node={"system_name": SYSTEM, "site_domain": DOMAIN},
+                        http={"bind": address, "port": port})
+        w.start()
+        workers.append(w)
+    nmn = f"_sbps-nmn._tcp.{SYSTEM}.{DOMAIN}."
+    wait_until("both workers registered", lambda: len(query(knot_server.port, nmn, "SRV")) == 2
+               and all(w.luns() for w in workers), worker=workers[0])
+
+    def check(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", "from sbps.cli import run; run()",
+                               "--config", str(workers[0].config_path), "peers", "check",
+                               "--json", *extra], capture_output=True, text=True, timeout=120)
+
+    r = wait_until("the workers agree", lambda: (lambda r: r if r.returncode == 0 else None)(
+        check()), worker=workers[0])
+    doc = json.loads(r.stdout)
+    assert sorted(doc["workers"]) == [f"http://127.0.0.2{n}:{port}" for n in (1, 2)]
+    # One worker stops (its records withdrawn): the fleet is what DNS says, now one worker.
+    assert workers[1].stop() == 0
+    doc = json.loads(check().stdout)
+    assert list(doc["workers"]) == [f"http://127.0.0.21:{port}"]
+    r = check("--network", "hsn")  # the APIs do not listen on the HSN addresses
+    assert r.returncode == 1 and "http.bind" in r.stdout
