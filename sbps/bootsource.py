@@ -1,10 +1,13 @@
 """Reading one image for its boot parameters: the IMS record, its manifest, its artifacts.
 
 Owns ``ImageSource`` (the protocol) and ``CatalogImageSource``, built on the catalog's IMS
-client and manifest parser, so ``sbpsctl bootparams`` and ``GET /v1/bootparams/{id}`` read
-an image exactly as the daemon does (every ``catalog.auth`` mode included). Also owns
-``produce``, which renders one request. Must not decide grammar or formats: those belong
-to ``sbps.bootparams`` and ``sbps.bootformats``.
+client and manifest parser, so ``sbpsctl bootparams`` reads an image exactly as the daemon
+does (every ``catalog.auth`` mode included), through the same bucket rule: every link it
+follows (the manifest, the boot-parameters artifact) and every artifact of the manifest
+must be in ``s3.bucket`` or ``s3.allowed_buckets`` (``foreign_bucket``). Also owns
+``produce``, which renders one request. ``GET /v1/bootparams/{id}`` does not read through
+here: it serves what the pass cached (``sbps.http.bootdoc``). Must not decide grammar or
+formats: those belong to ``sbps.bootparams`` and ``sbps.bootformats``.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from sbps import bootformats
 from sbps.catalog import ImsClient
 from sbps.catalog.parse import parse_manifest
+from sbps.catalog.rules import foreign_links
 from sbps.errors import InputError
 from sbps.model import ImageRecord, Manifest, Problem, S3Url
-from sbps.s3 import S3
+from sbps.s3 import S3, confine
 
 MAX_MANIFEST = 4 << 20
 MAX_TEXT = 1 << 20
@@ -36,11 +41,13 @@ class ImageSource(Protocol):
 
 
 class CatalogImageSource:
-    """IMS through ``ImsClient``, S3 through the shared client (in an executor)."""
+    """IMS through ``ImsClient``, S3 through the shared client (in an executor), links
+    confined to ``allowed`` (``sbps.s3.allowed_buckets``)."""
 
-    def __init__(self, ims: ImsClient, s3: S3) -> None:
+    def __init__(self, ims: ImsClient, s3: S3, allowed: Collection[str]) -> None:
         self.ims = ims
         self.s3 = s3
+        self.allowed = frozenset(allowed)
 
     async def image(self, ims_id: str) -> ImageRecord:
         if not IMS_ID_RE.match(ims_id):
@@ -55,12 +62,17 @@ class CatalogImageSource:
     async def manifest(self, record: ImageRecord) -> Manifest:
         if record.manifest is None:
             raise InputError(f"IMS image {record.ims_id}", "link", "no manifest")
-        parsed = parse_manifest(record.ims_id, await self._get(record.manifest, MAX_MANIFEST))
+        url = confine(record.manifest, self.allowed, record.ims_id, "link.path")
+        parsed = parse_manifest(record.ims_id, await self._get(url, MAX_MANIFEST))
         if isinstance(parsed, Problem):
             raise InputError(parsed.obj, parsed.field, parsed.reason, code=parsed.code)
+        foreign = foreign_links(record.ims_id, parsed, self.allowed)
+        if foreign is not None:
+            raise InputError(foreign.obj, foreign.field, foreign.reason, code=foreign.code)
         return parsed
 
     async def text(self, url: S3Url) -> str:
+        confine(url, self.allowed, str(url), "boot_parameters")
         body = await self._get(url, MAX_TEXT)
         try:
             return body.decode("utf-8").strip()
@@ -101,18 +113,3 @@ async def produce(source: ImageSource, req: ImageRequest) -> tuple[str, list[str
     out = bootformats.render(req.fmt, params, record, text, name=req.name,
                              configuration=req.configuration)
     return out, warnings
-
-
-async def document(source: ImageSource, req: ImageRequest) -> dict[str, Any]:
-    """Every field plus the kernel command line, for the HTTP API."""
-    record = await source.image(req.ims_id)
-    manifest = await source.manifest(record)
-    params = bootformats.for_image(record, manifest, srv_name=req.srv_name,
-                                   iqn_prefix=req.iqn_prefix, timeout=req.timeout,
-                                   ramroot=req.ramroot)
-    url = bootformats.boot_parameters_url(manifest)
-    text = await source.text(url) if url is not None else ""
-    out = dict(bootformats.fields(params))
-    out["ims_id"] = record.ims_id
-    out["cmdline"] = bootformats.cmdline(params, text).strip()
-    return out

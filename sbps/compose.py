@@ -18,8 +18,6 @@ from prometheus_client import CollectorRegistry
 
 from sbps import __version__, access
 from sbps.backends import TargetBackend, make_backend
-from sbps.bootparams import srv_name
-from sbps.bootsource import CatalogImageSource, ImageRequest, document
 from sbps.catalog import Catalog, ImsClient, make_auth
 from sbps.claims import ClaimRegistry, Settings, journal_path
 from sbps.config import Loaded
@@ -29,6 +27,7 @@ from sbps.errors import ConfigError
 from sbps.gate import make_gate
 from sbps.http.app import make_app, run_http
 from sbps.http.auth import load_or_create_token
+from sbps.http.bootdoc import BootSettings
 from sbps.http.deps import HttpDeps
 from sbps.http.source import StatusSource
 from sbps.identity import target_iqn
@@ -149,22 +148,13 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
     source = StatusSource(lambda: r.status, listeners=[collector.observe])
-    images = CatalogImageSource(c.ims, c.s3)
-
-    async def bootparams(ims_id: str, network: str) -> dict[str, object]:
-        if not cfg.node.system_name or not cfg.node.site_domain:
-            raise ConfigError("node.system_name", cfg.node.system_name,
-                              "node.system_name and node.site_domain are needed for boot "
-                              "parameters")
-        req = ImageRequest(ims_id, srv_name(network, cfg.node.system_name,
-                                            cfg.node.site_domain),
-                           cfg.target.iqn_prefix, 300, False, "json")
-        return await document(images, req)
-
+    # Boot parameters come from the snapshot the passes build, never from IMS or S3.
+    boot = BootSettings(cfg.node.system_name, cfg.node.site_domain, cfg.target.iqn_prefix) \
+        if cfg.node.system_name and cfg.node.site_domain else None
     deps = HttpDeps(control=r, source=source,
                     token=load_or_create_token(cfg.http, cfg.reconcile.state_dir),
                     registry=registry, config=as_dict(c.loaded), tasks=supervisor.describe,
-                    bootparams=bootparams, claims_held=c.claims.held,
+                    boot=boot, claims_held=c.claims.held,
                     notify_secret=_secret(cfg.reconcile.notify_secret_file),
                     allowed=_allowed(r) if cfg.target.access == "acl" else None)
     supervisor.start("http", run_http(cfg.http, make_app(deps), cfg.reconcile.state_dir,

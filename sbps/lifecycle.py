@@ -32,6 +32,10 @@ class ImageStatus:
     attempts: int = 0
     retry_at: float | None = None
     held: bool = False
+    aliases: tuple[DesiredImage, ...] = ()
+    """Other records of the same image version (another IMS id on the same rootfs and
+    etag): one backstore and LUN, but each record keeps its own catalog entry. ``image``
+    is the first record in catalog order (the lowest IMS id); the LUN takes its name."""
 
 
 @dataclass
@@ -103,8 +107,12 @@ class Lifecycle:
         """Derive each image's state from what the pass saw."""
         exported = {lun.storage_object: lun.index for lun in target.luns}
         wanted = set()
+        aliases: dict[str, list[DesiredImage]] = {}
         for img in desired:
             name = img.identity.name
+            if name in wanted:  # plan() exports the first record; this one shares it
+                aliases.setdefault(name, []).append(img)
+                continue
             wanted.add(name)
             lun_id = claims.get(img.identity.digest)
             old = self._status.get(name)
@@ -117,6 +125,9 @@ class Lifecycle:
                 self._status[name] = replace(old, image=img, lun_id=lun_id)
             else:
                 self._set(name, ImageState.DISCOVERED, image=img, lun_id=lun_id)
+            self._status[name] = replace(self._status[name], aliases=())
+        for name, extra in aliases.items():
+            self._status[name] = replace(self._status[name], aliases=tuple(extra))
         for name in retiring:
             wanted.add(name)
             self._set(name, ImageState.RETIRING, "no longer desired; waiting until idle",

@@ -157,6 +157,11 @@ class DesiredImage:
     #: The tenant that owns the image (the IMS record's ``target.tenant_label``); None:
     #: untenanted. In ``target.access = acl`` it decides which initiators may read it.
     tenant: str | None = None
+    #: The text of the manifest's boot-parameters artifact, read by the catalog pass when
+    #: the manifest was; None: no such artifact, or unreadable (``boot_parameters_error``
+    #: then holds the problem code). ``GET /v1/bootparams`` serves only this copy.
+    boot_parameters: str | None = None
+    boot_parameters_error: str = ""
 
 
 @dataclass(frozen=True)

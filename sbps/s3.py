@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import configparser
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
 from sbps.config import S3Config
-from sbps.errors import SbpsError, UpstreamPermanentError, UpstreamTemporaryError
+from sbps.errors import InputError, SbpsError, UpstreamPermanentError, UpstreamTemporaryError
 from sbps.model import ObjectInfo, S3Url
 
 _URL_RE = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)$")
@@ -83,6 +83,30 @@ def parse_url(text: str) -> S3Url:
     key = m.group(2)
     check_key(key)
     return S3Url(m.group(1), key)
+
+
+class ForeignBucket(InputError):
+    """A link (manifest, rootfs, boot artifact, PE object) outside the allowed buckets."""
+
+    code = "foreign_bucket"
+
+
+def allowed_buckets(cfg: S3Config) -> frozenset[str]:
+    """The buckets any link may point into: ``s3.bucket`` and ``s3.allowed_buckets``."""
+    return frozenset((cfg.bucket, *cfg.allowed_buckets))
+
+
+def confine(url: S3Url, allowed: Collection[str], obj: str, field: str) -> S3Url:
+    """``url`` if its bucket is allowed; else ``ForeignBucket`` naming ``obj`` and ``field``.
+
+    The one check every S3 link the catalog, the boot parameters and sbpsctl follow goes
+    through: the marshal's credentials must never read (let alone export) an object that
+    the record's author chose in a bucket the admin did not name.
+    """
+    if url.bucket not in allowed:
+        raise ForeignBucket(obj, field, f"{url} is in bucket {url.bucket!r}, not in "
+                            "s3.bucket or s3.allowed_buckets")
+    return url
 
 
 def check_key(key: str) -> None:

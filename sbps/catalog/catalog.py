@@ -25,10 +25,10 @@ from sbps.catalog.rootfs import Outcome, RootfsTracker, S3Runner
 from sbps.catalog.rules import PE_PREFIX, decide, is_pe_object, registered_pe
 from sbps.catalog.snapshot import CatalogSnapshot, ProblemLog, image_key
 from sbps.config import Config
-from sbps.errors import SbpsError
+from sbps.errors import InputError, SbpsError
 from sbps.identity import PeMode
 from sbps.model import ImageRecord, ObjectInfo, Problem
-from sbps.s3 import S3, check_key
+from sbps.s3 import S3, allowed_buckets, check_key, confine
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ class Catalog:
         self.bucket = config.s3.bucket
         self.ims = ims
         self._run = S3Runner(s3, executor, concurrency)
-        self._rootfs = RootfsTracker(self._run, config.target.tenant_label)
+        self.allowed = allowed_buckets(config.s3)
+        self._rootfs = RootfsTracker(self._run, self.allowed, config.target.tenant_label)
         self._pe = PeTracker(self._run, PeMode(config.target.pe_identity))
         self._clock = clock
         self._listing: _Listing | None = None
@@ -203,9 +204,14 @@ class Catalog:
         for key, obj in self._pe_objects.items():
             try:
                 check_key(key)
+                confine(obj.url, self.allowed, str(obj.url), "object")
             except ValueError as exc:
                 unsafe[f"pe:{key}"] = Outcome(problem=Problem(str(obj.url), "key", str(exc),
                                                               "unsafe_key"))
+                continue
+            except InputError as exc:
+                unsafe[f"pe:{key}"] = Outcome(problem=Problem(exc.obj, exc.field, exc.reason,
+                                                              exc.code))
                 continue
             if self.cfg.pe == "all" or key in registered:
                 objects[key] = obj

@@ -4,8 +4,11 @@ Owns the per-image state of IMS rootfs images. A manifest is fetched only when t
 record's (link path, link etag) changes, after a transient failure, or on the slow refresh
 when the record has no link etag or a problem; the rootfs object is HEADed only when the
 manifest names another rootfs, after a transient failure, and on the slow refresh (which
-also checks that the last known good object still exists unchanged). Must not decide
-labels, and must not drop an image on a transient failure.
+also checks that the last known good object still exists unchanged). The manifest's
+boot-parameters artifact is read with the manifest (the only copy ``GET /v1/bootparams``
+serves). Every link is confined to the allowed buckets before it is followed (problem
+``foreign_bucket``). Must not decide labels, and must not drop an image on a transient
+failure.
 """
 
 from __future__ import annotations
@@ -13,22 +16,33 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from sbps import identity
 from sbps.catalog.parse import parse_manifest
-from sbps.errors import SbpsError
-from sbps.model import ArtifactType, DesiredImage, ImageKind, ImageRecord, ObjectInfo, Problem
-from sbps.s3 import S3, NotFound, parse_url
+from sbps.catalog.rules import foreign_links
+from sbps.errors import InputError, SbpsError
+from sbps.model import (
+    ArtifactType,
+    DesiredImage,
+    ImageKind,
+    ImageRecord,
+    Manifest,
+    ObjectInfo,
+    Problem,
+)
+from sbps.s3 import S3, NotFound, confine, parse_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: The largest manifest read; real ones are a few hundred bytes.
 MAX_MANIFEST = 1 * 2**20
+#: The largest boot-parameters artifact read (a kernel command line is a few KiB at most).
+MAX_BOOT_PARAMETERS = 64 * 2**10
 
 
 class S3Runner:
@@ -71,6 +85,7 @@ class _Entry:
     head_problem: Problem | None = None
     retry_head: bool = False
     md5: str | None = None
+    boot: tuple[str | None, str] = (None, "")  # (text, problem code)
     warnings: tuple[Problem, ...] = ()
     good: DesiredImage | None = None
 
@@ -80,8 +95,11 @@ def _same(a: str, b: str) -> bool:
 
 
 class RootfsTracker:
-    def __init__(self, run: S3Runner, tenant_label: str = "sbps-tenant") -> None:
+    def __init__(self, run: S3Runner, allowed: Collection[str],
+                 tenant_label: str = "sbps-tenant") -> None:
         self.run = run
+        self.allowed = frozenset(allowed)
+        """Buckets links may point into (``sbps.s3.allowed_buckets``)."""
         self.tenant_label = tenant_label
         self.entries: dict[str, _Entry] = {}
 
@@ -105,6 +123,9 @@ class RootfsTracker:
         if record.manifest is None:
             problem = Problem(record.ims_id, "link", "missing or null: no manifest", "no_link")
             return self._answer(entry, None, problem, degraded)
+        foreign = self._foreign(record)
+        if foreign is not None:  # never fetched: its content is not ours to read
+            return self._answer(entry, None, foreign, degraded)
         key = (str(record.manifest), record.manifest_etag)
         if (entry.manifest_key != key or entry.retry_manifest
                 or (slow and (record.manifest_etag is None or entry.manifest_problem))):
@@ -126,8 +147,17 @@ class RootfsTracker:
             identity=identity.rootfs(url, etag), kind=ImageKind.ROOTFS, source=entry.head,
             name=record.name, ims_id=record.ims_id, arch=record.arch, md5=entry.md5,
             manifest=record.manifest, manifest_etag=record.manifest_etag,
-            tenant=record.metadata.get(self.tenant_label, "").strip() or None)
+            tenant=record.metadata.get(self.tenant_label, "").strip() or None,
+            boot_parameters=entry.boot[0], boot_parameters_error=entry.boot[1])
         return self._answer(entry, fresh, None, degraded)
+
+    def _foreign(self, record: ImageRecord) -> Problem | None:
+        assert record.manifest is not None
+        try:
+            confine(record.manifest, self.allowed, record.ims_id, "link.path")
+        except InputError as exc:
+            return Problem(exc.obj, exc.field, exc.reason, exc.code)
+        return None
 
     def _answer(self, entry: _Entry, fresh: DesiredImage | None, problem: Problem | None,
                 degraded: str | None) -> Outcome:
@@ -155,12 +185,23 @@ class RootfsTracker:
             return None
         warnings: list[Problem] = []
         manifest = parse_manifest(record.ims_id, body, warnings)
-        entry.manifest_key, entry.retry_manifest = key, False
-        entry.warnings = tuple(warnings)
         if isinstance(manifest, Problem):
+            entry.manifest_key, entry.retry_manifest = key, False
+            entry.warnings = tuple(warnings)
             entry.manifest_problem = manifest
             return None
-        entry.manifest_problem = None
+        foreign = foreign_links(record.ims_id, manifest, self.allowed)
+        if foreign is None:
+            boot = await self._boot_parameters(record.ims_id, manifest, warnings)
+            if boot is None:  # transient: the manifest is read again next pass
+                entry.retry_manifest = True
+                return f"manifest:{record.ims_id}"
+            entry.boot = boot
+        entry.manifest_key, entry.retry_manifest = key, False
+        entry.warnings = tuple(warnings)
+        entry.manifest_problem = foreign
+        if foreign is not None:
+            return None
         art = manifest.first(ArtifactType.ROOTFS)
         assert art is not None and art.etag is not None  # parse_manifest guarantees both
         entry.md5 = art.md5
@@ -169,6 +210,31 @@ class RootfsTracker:
             entry.rootfs_key = rootfs_key
             entry.head, entry.head_problem, entry.retry_head = None, None, False
         return None
+
+    async def _boot_parameters(self, ims_id: str, manifest: Manifest,
+                               warnings: list[Problem]) -> tuple[str | None, str] | None:
+        """(text, "") or (None, problem code) of the boot-parameters artifact; (None, "")
+        when there is none; None after a transient failure. Its links are confined."""
+        art = manifest.first(ArtifactType.BOOT_PARAMETERS)
+        if art is None:
+            return None, ""
+        field = "manifest.artifacts[boot_parameters]"
+        try:
+            body, _ = await self.run(self.run.s3.get_bytes, art.url,
+                                     max_bytes=MAX_BOOT_PARAMETERS)
+            text = body.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            code, reason = "boot_parameters_unreadable", "not UTF-8 text"
+        except SbpsError as exc:
+            if exc.temporary:
+                log.warning("boot parameters unreadable, retrying: %s", exc,
+                            extra={"image": ims_id})
+                return None
+            code, reason = "boot_parameters_unreadable", f"{exc.code}: {str(exc)[:200]}"
+        else:
+            return text, ""
+        warnings.append(Problem(ims_id, field, reason, code))
+        return None, code
 
     async def _head(self, entry: _Entry) -> str | None:
         ims_id = entry.record.ims_id

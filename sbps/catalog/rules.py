@@ -9,16 +9,22 @@ PE registration rule (``catalog.pe = "labelled"``): a PE object ``s3://<bucket>/
 is projected when a *labelled* IMS record registers it, that is when the record's
 ``link.path`` is that object's URL, or when the record has no link and its ``name`` is
 ``<file>`` or ``<file>`` without its ``.squashfs`` suffix. A record whose link points into
-``PE/`` is a registration only, never a rootfs image (it has no manifest). Must not do I/O.
+``PE/`` is a registration only, never a rootfs image (it has no manifest).
+
+Bucket rule: every link followed (the record's manifest, each artifact of the manifest,
+PE objects) must be in ``s3.bucket`` or ``s3.allowed_buckets``; ``foreign_links`` and
+``sbps.s3.confine`` decide it. Must not do I/O.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from sbps.config import CatalogConfig
-from sbps.model import ImageRecord, S3Url
+from sbps.errors import InputError
+from sbps.model import ArtifactType, ImageRecord, Manifest, Problem, S3Url
+from sbps.s3 import confine
 
 PE_PREFIX = "PE/"
 PE_SUFFIX = ".squashfs"
@@ -82,3 +88,22 @@ def registered_pe(records: Iterable[ImageRecord], bucket: str,
         if "/" not in name:
             out.setdefault(PE_PREFIX + name, record.ims_id)
     return out
+
+
+def _short(kind: str) -> str:
+    known = {t.value: t.name.lower() for t in ArtifactType}
+    return known.get(kind, kind[:60])
+
+
+def foreign_links(obj: str, manifest: Manifest, allowed: Collection[str]) -> Problem | None:
+    """The first artifact of ``manifest`` whose link leaves the allowed buckets, as a
+    ``foreign_bucket`` problem of ``obj``; None when every link is allowed. Every artifact
+    counts, read by sbps or not (rootfs, boot parameters, kernel, initrd): an image whose
+    author points any of them elsewhere is not an image of this bucket."""
+    for artifact in manifest.artifacts:
+        try:
+            confine(artifact.url, allowed, obj,
+                    f"manifest.artifacts[{_short(artifact.type)}].link.path")
+        except InputError as exc:
+            return Problem(exc.obj, exc.field, exc.reason, exc.code)
+    return None

@@ -23,7 +23,7 @@ from sbps.bootsource import CatalogImageSource, ImageRequest, produce
 from sbps.catalog import ImsClient, make_auth
 from sbps.config import Config, load
 from sbps.errors import ConfigError, InputError
-from sbps.s3 import S3, read_credentials
+from sbps.s3 import S3, allowed_buckets, read_credentials
 
 _IMAGE_OPTIONS = ("network", "system", "domain", "timeout", "ramroot", "format", "name",
                   "configuration")
@@ -89,7 +89,7 @@ def resolve(args: argparse.Namespace, cfg: Config) -> ImageRequest:
 async def _produce(cfg: Config, req: ImageRequest) -> tuple[str, list[str]]:
     async with ImsClient(cfg.catalog, make_auth(cfg.catalog)) as ims:
         s3 = S3(cfg.s3, read_credentials(cfg.s3.credential_file))
-        return await produce(CatalogImageSource(ims, s3), req)
+        return await produce(CatalogImageSource(ims, s3, allowed_buckets(cfg.s3)), req)
 
 
 def _usage(message: str) -> int:

@@ -249,6 +249,9 @@ def _read_env(env: Mapping[str, str], by_key: dict[str, Key], values: dict[str, 
                             + _suggest(name, sorted(by_env)))
 
 
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
 def _cross_checks(v: dict[str, Any], sources: Mapping[str, str]) -> None:
     def fail(key: str, allowed: str) -> None:
         raise ConfigError(key, v[key], allowed, source=sources.get(key, "default"))
@@ -300,6 +303,10 @@ def _cross_checks(v: dict[str, Any], sources: Mapping[str, str]) -> None:
     for name in v["dns.networks"]:
         if name not in ("hsn", "nmn"):
             fail("dns.networks", "a list of hsn and nmn")
+    for name in v["s3.allowed_buckets"]:
+        if not _BUCKET_RE.match(name) or ".." in name:
+            fail("s3.allowed_buckets", f"{name!r} is not an S3 bucket name (3-63 lowercase "
+                 "letters, digits, '.' or '-'); a list of bucket names")
 
 
 def load(path: str | None = None, env: Mapping[str, str] | None = None,

@@ -94,6 +94,8 @@ class S3Config:
                      alias="S3_PROTO")
     bucket: str = opt("boot-images", "Bucket holding images, manifests, PE/ and .sbps/.",
                       alias="S3_BUCKET")
+    allowed_buckets: tuple[str, ...] = opt((), "Other buckets manifests and their artifacts "
+                                           "may link to; empty: only bucket.")
     credential_file: str = opt("/root/.ims.s3fs", "Credentials: one line key:secret, or an "
                                "AWS credentials file.", kind="path", secret_path=True,
                                alias="S3_CREDENTIAL_FILE")

@@ -10,7 +10,6 @@ state of its own: everything comes from ``HttpDeps``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import ipaddress
 import logging
 import os
@@ -23,12 +22,12 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from sbps.config import HttpConfig
-from sbps.errors import ConfigError, SbpsError
-from sbps.http import admin, catalog
+from sbps.errors import ConfigError
+from sbps.http import admin, bootdoc, catalog
 from sbps.http.auth import admin as guarded
 from sbps.http.auth import is_admin
 from sbps.http.deps import DEPS, SPEC, HttpDeps
-from sbps.http.errors import ApiError, from_sbps_error, json_errors
+from sbps.http.errors import ApiError, json_errors
 from sbps.http.source import Rendered, Status
 
 log = logging.getLogger(__name__)
@@ -155,21 +154,20 @@ async def target(request: web.Request) -> web.Response:
 
 
 async def bootparams(request: web.Request) -> web.Response:
-    fn = request.app[DEPS].bootparams
+    """From the snapshot only (``bootdoc``): no IMS or S3 request, whatever the id."""
+    deps = request.app[DEPS]
     network = request.query.get("network", "hsn")
     if network not in NETWORKS:
         raise ApiError(400, "invalid_parameter", "network must be hsn or nmn", field="network")
-    if fn is None:
-        raise ApiError(503, "unavailable", "boot parameters are not available on this worker")
-    try:
-        result = fn(request.match_info["ims_id"], network)
-        doc = await result if inspect.isawaitable(result) else result
-    except LookupError as exc:
-        raise ApiError(404, "not_found", f"no exported image with IMS id "
-                       f"{request.match_info['ims_id']!r}", field="ims_id") from exc
-    except SbpsError as exc:
-        raise from_sbps_error(exc, "ims_id") from exc
-    return web.json_response(dict(doc))
+    if deps.boot is None:
+        raise ApiError(503, "unavailable", "boot parameters are not available on this worker "
+                       "(node.system_name and node.site_domain are not set)")
+    doc = bootdoc.document(deps.source.snapshot(), request.match_info["ims_id"], network,
+                           deps.boot)
+    if doc is None:
+        raise ApiError(404, "not_found", "no image with this IMS id in the catalog",
+                       field="ims_id")
+    return web.json_response(doc)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sbps.http.source import Status
 from sbps.lifecycle import ImageStatus
-from sbps.model import WWID_PREFIX, ImageState
+from sbps.model import WWID_PREFIX, DesiredImage, ImageState
 from sbps.target_state import StorageObject, TargetState
 
 #: The states a client sees: exported images, and those on their way out or in trouble.
@@ -32,11 +32,13 @@ def encode(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def entry(s: ImageStatus, storage: dict[str, StorageObject]) -> dict[str, Any]:
-    """One image version. Fields the snapshot does not know (an image retiring since
-    before a restart has no catalog record) are null; serial and size then come from the
-    target's backstore."""
-    img = s.image
+def entry(s: ImageStatus, storage: dict[str, StorageObject],
+          img: DesiredImage | None = None) -> dict[str, Any]:
+    """One image version as one record names it (``img``, default ``s.image``; another
+    record of the same version is one of ``s.aliases``). Fields the snapshot does not
+    know (an image retiring since before a restart has no catalog record) are null;
+    serial and size then come from the target's backstore."""
+    img = img or s.image
     so = storage.get(s.name)
     serial = img.identity.serial if img else so.serial if so else None
     size = img.source.size if img else so.size if so else None
@@ -67,10 +69,17 @@ def portals(target: TargetState | None) -> list[str]:
 Keep = Callable[[str | None], bool]
 
 
+def records(s: ImageStatus) -> tuple[DesiredImage | None, ...]:
+    """Every record of one image version: one entry each, so that no record can hide or
+    rename another's (two IMS ids on one rootfs share the LUN, not the entry)."""
+    return (s.image, *s.aliases)
+
+
 def entries(status: Status, keep: Keep | None = None) -> list[dict[str, Any]]:
     storage = status.target.storage_by_name() if status.target else {}
-    return [entry(s, storage) for s in status.images if s.state in LISTED
-            and (keep is None or keep(s.image.tenant if s.image else None))]
+    return [entry(s, storage, img) for s in status.images if s.state in LISTED
+            for img in records(s)
+            if keep is None or keep(img.tenant if img else None)]
 
 
 def catalog(status: Status, match: str | None = None, keep: Keep | None = None
@@ -81,7 +90,7 @@ def catalog(status: Status, match: str | None = None, keep: Keep | None = None
     if match is not None:
         items = [e for e in items if match in (e["key"], e["ims_id"])]
     return {"iqn": status.iqn, "backend": status.backend, "portals": portals(status.target),
-            "images": sorted(items, key=lambda e: (e["key"], e["state"]))}
+            "images": sorted(items, key=lambda e: (e["key"], e["state"], e["ims_id"] or ""))}
 
 
 _PENDING = frozenset({ImageState.DISCOVERED, ImageState.STAGING, ImageState.STAGED,

@@ -7,7 +7,7 @@ with the same shape. Must not construct any of these objects itself.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sbps.actions import Plan
+from sbps.http.bootdoc import BootSettings
 from sbps.http.source import Status, StatusSource
 from sbps.lifecycle import Lifecycle
 from sbps.logs import set_level
@@ -46,10 +47,6 @@ class Control(Protocol):
         ...
 
 
-#: ``bootparams(ims_id, network)`` -> the boot parameters document; may be a coroutine.
-BootParams = Callable[[str, str], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
-
-
 @dataclass(frozen=True)
 class HttpDeps:
     """Everything the app needs. ``claims_held`` is blocking (it may read the journal) and
@@ -61,7 +58,9 @@ class HttpDeps:
     registry: CollectorRegistry
     config: Mapping[str, Any] = field(default_factory=dict)
     tasks: Callable[[], list[dict[str, Any]]] = list
-    bootparams: BootParams | None = None
+    boot: BootSettings | None = None
+    """What ``GET /v1/bootparams`` adds to the snapshot; None: the endpoint answers 503
+    (``node.system_name`` or ``node.site_domain`` is not set)."""
     claims_held: Callable[[], Mapping[str, int]] | None = None
     set_log_level: Callable[[str], None] = set_level
     allowed: Callable[[str | None, str | None], bool] | None = None

@@ -3,13 +3,16 @@
 Owns the error envelope and the middleware that turns every failure into it: our own
 ``ApiError``, aiohttp's HTTP exceptions (404, 405...) and, as a last resort, unexpected
 exceptions, which are logged with their traceback here and reach the client only as a
-short message. Must not leak stack traces or exception text of unexpected errors.
+short message. Every message is scrubbed of URLs (``scheme://...``: the IMS endpoint, an S3
+object) before it leaves, whichever component wrote it. Must not leak stack traces,
+exception text of unexpected errors, or internal URLs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -19,6 +22,8 @@ from sbps.errors import PermanentError, SbpsError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",
@@ -37,9 +42,15 @@ class ApiError(PermanentError):
         self.headers = dict(headers or {})
 
 
+def scrub(message: str) -> str:
+    """``message`` with every URL replaced by ``<url>``: an error body is read by anyone
+    who can reach the port, and names no upstream endpoint or object."""
+    return _URL_RE.sub("<url>", message)
+
+
 def error_response(status: int, code: str, message: str, field: str | None = None,
                    headers: Mapping[str, str] | None = None) -> web.Response:
-    body = {"error": {"code": code, "message": message, "field": field}}
+    body = {"error": {"code": code, "message": scrub(message), "field": field}}
     return web.Response(status=status, body=json.dumps(body).encode(),
                         content_type="application/json", headers=headers)
 

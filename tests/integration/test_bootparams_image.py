@@ -165,3 +165,38 @@ async def test_manifest_without_rootfs_etag_is_refused_by_field(
     ims[1][image["id"]]["link"]["etag"] = str(r["ETag"]).strip('"')
     assert await _sbpsctl("--config", str(config), "bootparams", image["id"]) == 1
     assert "link.etag" in capsys.readouterr().err
+
+
+async def test_a_foreign_boot_link_is_refused_unless_the_bucket_is_allowed(
+        config: Path, image: dict[str, Any], s3_client: Any, s3_bucket: str,
+        ims: tuple[str, dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
+    """The confused deputy through sbpsctl (issue 20, item 2): a manifest whose
+    boot-parameters link names another bucket is refused with foreign_bucket, its content
+    never printed; naming the bucket in s3.allowed_buckets (the control) lets it through."""
+    other = f"other-bucket-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(Bucket=other)
+    secret = s3_client.put_object(Bucket=other, Key="secret", Body=b"SECRET-CONTENT")
+    manifest = {"version": "1.0", "artifacts": [
+        {"link": {"path": image["rootfs"][0], "etag": image["rootfs"][1], "type": "s3"},
+         "type": ArtifactType.ROOTFS.value},
+        {"link": {"path": f"s3://{other}/secret", "etag": str(secret["ETag"]).strip('"'),
+                  "type": "s3"}, "type": ArtifactType.BOOT_PARAMETERS.value}]}
+    r = s3_client.put_object(Bucket=s3_bucket, Key=f"{image['id']}/manifest.json",
+                             Body=json.dumps(manifest).encode())
+    ims[1][image["id"]]["link"]["etag"] = str(r["ETag"]).strip('"')
+    assert await _sbpsctl("--config", str(config), "bootparams", image["id"]) == 1
+    out, err = capsys.readouterr()
+    assert "SECRET-CONTENT" not in out + err
+    assert "manifest.artifacts[boot_parameters].link.path" in err and other in err
+    config.write_text(config.read_text() + f'allowed_buckets = ["{other}"]\n')
+    assert await _sbpsctl("--config", str(config), "bootparams", image["id"]) == 0
+    assert capsys.readouterr().out.startswith("SECRET-CONTENT root=sbps-s3:")
+
+
+async def test_a_foreign_manifest_link_is_refused(
+        config: Path, image: dict[str, Any], ims: tuple[str, dict[str, Any]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    ims[1][image["id"]]["link"]["path"] = "s3://other-bucket/any/manifest.json"
+    assert await _sbpsctl("--config", str(config), "bootparams", image["id"]) == 1
+    err = capsys.readouterr().err
+    assert "link.path" in err and "s3.allowed_buckets" in err

@@ -204,16 +204,21 @@ async def test_health_and_readiness(api: ApiServer, http: aiohttp.ClientSession)
         assert (await r.json())["reasons"] == ["the node gate is closed"]
 
 
-async def test_bootparams_calls_the_injected_function(api: ApiServer,
-                                                      http: aiohttp.ClientSession) -> None:
+async def test_bootparams_come_from_the_snapshot(api: ApiServer,
+                                                 http: aiohttp.ClientSession) -> None:
     async with http.get(f"{api.url}/v1/bootparams/aaaa-1?network=nmn") as r:
         assert r.status == 200
         doc = await r.json()
-    assert doc["network"] == "nmn" and "_sbps-nmn._tcp" in doc["root"]
+    assert doc["network"] == "nmn" and doc["ims_id"] == "aaaa-1"
+    assert doc["root"] == (f"root=sbps-s3:s3://boot-images/aaaa-1/rootfs:{A.source.etag}:"
+                           "sbps:v1:iqn.2023-06.csm.iscsi:_sbps-nmn._tcp.sys.site.example:300")
+    assert doc["serial"] == A.identity.serial and doc["cmdline"] == doc["root"]
     async with http.get(f"{api.url}/v1/bootparams/aaaa-1?network=wan") as r:
         assert r.status == 400 and (await r.json())["error"]["field"] == "network"
-    async with http.get(f"{api.url}/v1/bootparams/missing") as r:
-        assert r.status == 404 and (await r.json())["error"]["field"] == "ims_id"
+    # Not in the catalog: staging (F), a PE image (C), an unknown id.
+    for ims_id in ("ffff-6", C.identity.name, "missing"):
+        async with http.get(f"{api.url}/v1/bootparams/{ims_id}") as r:
+            assert r.status == 404 and (await r.json())["error"]["field"] == "ims_id"
 
 
 ADMIN = [("GET", "/debug/state"), ("GET", "/debug/plan"), ("GET", "/debug/config"),
