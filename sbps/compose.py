@@ -27,9 +27,11 @@ from sbps.config.render import as_dict
 from sbps.dns import make_registrar
 from sbps.errors import ConfigError
 from sbps.gate import make_gate
-from sbps.http.app import make_app, run_http
+from sbps.http.app import make_app
 from sbps.http.auth import load_or_create_token
 from sbps.http.deps import HttpDeps
+from sbps.http.limits import Limits, LimitsCollector
+from sbps.http.serve import run_http
 from sbps.http.source import StatusSource
 from sbps.identity import target_iqn
 from sbps.metrics import CacheStats, SbpsCollector, StagingStats
@@ -148,6 +150,8 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
                               sessions=lambda: {r.iqn: len(r.status.sessions)})
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
+    limits = Limits.from_config(cfg.http)
+    registry.register(LimitsCollector(limits))
     source = StatusSource(lambda: r.status, listeners=[collector.observe])
     images = CatalogImageSource(c.ims, c.s3)
 
@@ -166,7 +170,8 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
                     registry=registry, config=as_dict(c.loaded), tasks=supervisor.describe,
                     bootparams=bootparams, claims_held=c.claims.held,
                     notify_secret=_secret(cfg.reconcile.notify_secret_file),
-                    allowed=_allowed(r) if cfg.target.access == "acl" else None)
+                    allowed=_allowed(r) if cfg.target.access == "acl" else None,
+                    limits=limits)
     supervisor.start("http", run_http(cfg.http, make_app(deps), cfg.reconcile.state_dir,
                                       started=lambda port: log.info(
                                           "HTTP API on %s:%d", cfg.http.bind, port)))

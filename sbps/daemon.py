@@ -21,6 +21,7 @@ from sbps import logs
 from sbps.compose import Components, build
 from sbps.config import Loaded, load
 from sbps.errors import ConfigError, SbpsError
+from sbps.http.limits import raise_nofile
 from sbps.model import ImageState
 from sbps.sdnotify import Notifier
 from sbps.supervisor import Supervisor
@@ -56,6 +57,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"sbps-marshal: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.setup(loaded.config.log.level, loaded.config.log.format)
+    log.debug("open-files limit %d", raise_nofile())  # the HTTP caps are derived from it
     for warning in loaded.warnings:
         log.warning("configuration: %s", warning)
     try:

@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sbps.actions import Plan
+from sbps.http.limits import Limits
 from sbps.http.source import Status, StatusSource
 from sbps.lifecycle import Lifecycle
 from sbps.logs import set_level
@@ -68,6 +69,8 @@ class HttpDeps:
     """``allowed(tenant, initiator)`` in ``target.access = acl`` mode; None lists all."""
     notify_secret: str | None = None
     """Shared secret in the S3 notification path; None disables the endpoint."""
+    limits: Limits = field(default_factory=Limits)
+    """Connection, long-poll and header-time caps, and the counters of what they refused."""
 
 
 DEPS = web.AppKey("sbps_deps", HttpDeps)
