@@ -34,8 +34,9 @@ from _common import Measurement, Result, add_json_arg, emit
 from sbps import identity
 from sbps.actions import Plan
 from sbps.config import HttpConfig
-from sbps.http.app import make_app, start_http
+from sbps.http.app import make_app
 from sbps.http.deps import HttpDeps
+from sbps.http.serve import start_http
 from sbps.http.source import StatusSource
 from sbps.lifecycle import ImageStatus, Lifecycle
 from sbps.model import Arch, DesiredImage, ImageKind, ImageState, ObjectInfo, S3Url

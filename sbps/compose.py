@@ -25,10 +25,12 @@ from sbps.config.render import as_dict
 from sbps.dns import make_registrar
 from sbps.errors import ConfigError
 from sbps.gate import make_gate
-from sbps.http.app import make_app, run_http
+from sbps.http.app import make_app
 from sbps.http.auth import load_or_create_token
 from sbps.http.bootdoc import BootSettings
 from sbps.http.deps import HttpDeps
+from sbps.http.limits import Limits, LimitsCollector
+from sbps.http.serve import run_http
 from sbps.http.source import StatusSource
 from sbps.identity import target_iqn
 from sbps.metrics import CacheStats, SbpsCollector, StagingStats
@@ -147,6 +149,8 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
                               sessions=lambda: {r.iqn: len(r.status.sessions)})
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
+    limits = Limits.from_config(cfg.http)
+    registry.register(LimitsCollector(limits))
     source = StatusSource(lambda: r.status, listeners=[collector.observe])
     # Boot parameters come from the snapshot the passes build, never from IMS or S3.
     boot = BootSettings(cfg.node.system_name, cfg.node.site_domain, cfg.target.iqn_prefix) \
@@ -156,7 +160,8 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
                     registry=registry, config=as_dict(c.loaded), tasks=supervisor.describe,
                     boot=boot, claims_held=c.claims.held,
                     notify_secret=_secret(cfg.reconcile.notify_secret_file),
-                    allowed=_allowed(r) if cfg.target.access == "acl" else None)
+                    allowed=_allowed(r) if cfg.target.access == "acl" else None,
+                    limits=limits)
     supervisor.start("http", run_http(cfg.http, make_app(deps), cfg.reconcile.state_dir,
                                       started=lambda port: log.info(
                                           "HTTP API on %s:%d", cfg.http.bind, port)))

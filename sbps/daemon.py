@@ -21,6 +21,7 @@ from sbps import __version__, logs
 from sbps.compose import Components, build
 from sbps.config import Loaded, load
 from sbps.errors import ConfigError, SbpsError
+from sbps.http.limits import raise_nofile
 from sbps.model import ImageState
 from sbps.sdnotify import Notifier
 from sbps.supervisor import Supervisor
@@ -67,6 +68,7 @@ def main(argv: Sequence[str]) -> int:
     if not loaded.file_read:
         log.warning("configuration: %s does not exist: running on defaults and "
                     "SBPS_MARSHAL_* environment variables", loaded.path)
+    log.debug("open-files limit %d", raise_nofile())  # the HTTP caps are derived from it
     for warning in loaded.warnings:
         log.warning("configuration: %s", warning)
     try:

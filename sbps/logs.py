@@ -1,6 +1,8 @@
 """Logging set-up for the daemon and the CLI: text or JSON lines, level changes at run time.
 
-Owns handler and formatter configuration only. Modules log through
+Owns handler and formatter configuration, and the rate limit of repeated identical lines
+(``RepeatFilter``, on the process's one handler: a flood of one line, such as asyncio's
+``accept()`` error, costs one line per interval, not gigabytes). Modules log through
 ``logging.getLogger(__name__)`` and pass context (image id, IQN, action) as ``extra``
 fields, which both formats print. Must not log secrets: nothing here sees them.
 """
@@ -11,6 +13,8 @@ import json
 import logging
 import sys
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, TextIO
 
 #: Attributes of every LogRecord; anything else on a record came in through ``extra``.
@@ -46,10 +50,48 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, sort_keys=False)
 
 
+class RepeatFilter(logging.Filter):
+    """Identical lines (same logger, level, message and exception type) within
+    ``interval`` seconds of the first pass once; the first of them after the interval
+    passes with ``[repeated N times in the last S s]`` (and ``repeated=N``) appended. The
+    count of a flood that stops is told by its next occurrence. At most ``max_keys``
+    distinct lines are remembered (least recent forgotten first)."""
+
+    def __init__(self, interval: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 1024) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self.max_keys = max_keys
+        self._seen: OrderedDict[tuple[Any, ...], list[float]] = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
+        key = (record.name, record.levelno, record.getMessage(), exc)
+        now = self.clock()
+        seen = self._seen.get(key)
+        if seen is not None and now < seen[0] + self.interval:
+            seen[1] += 1
+            return False
+        if seen is not None and seen[1]:
+            repeated = int(seen[1])
+            record.msg = (f"{record.getMessage()} [repeated {repeated} times in the last "
+                          f"{now - seen[0]:.0f} s]")
+            record.args = None
+            record.repeated = repeated
+        self._seen[key] = [now, 0]
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
+        return True
+
+
 def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
-    """Replace the root handlers with one that writes ``fmt`` lines to ``stream``."""
+    """Replace the root handlers with one that writes ``fmt`` lines to ``stream``, with
+    repeated identical lines rate-limited."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

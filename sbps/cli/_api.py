@@ -20,8 +20,8 @@ from typing import Any
 
 from sbps.config import Config, load
 from sbps.errors import PermanentError, UpstreamPermanentError, UpstreamTemporaryError
-from sbps.http.app import URL_FILE, url_of
 from sbps.http.auth import read_token, token_path
+from sbps.http.serve import URL_FILE, url_of
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

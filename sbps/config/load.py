@@ -298,6 +298,9 @@ def _cross_checks(v: dict[str, Any], sources: Mapping[str, str]) -> None:
         fail("dns.pdns_api_key_file", "required with dns.mode = pdns")
     if bool(v["http.tls_cert_file"]) != bool(v["http.tls_key_file"]):
         fail("http.tls_key_file", "http.tls_cert_file and http.tls_key_file go together")
+    if v["http.max_long_polls"] * 2 > v["http.max_connections"]:
+        fail("http.max_long_polls", "at most half of http.max_connections (the rest serve "
+             "health checks, metrics and the catalog)")
     if v["reconcile.backoff_initial"] > v["reconcile.backoff_max"]:
         fail("reconcile.backoff_max", "must not be below reconcile.backoff_initial")
     for name in v["dns.networks"]:

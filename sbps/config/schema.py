@@ -220,6 +220,15 @@ class HttpConfig:
     tls_cert_file: str = opt("", "TLS certificate for non-loopback binds.", kind="path")
     tls_key_file: str = opt("", "TLS key for non-loopback binds.", kind="path",
                             secret_path=True)
+    max_connections: int = opt(512, "HTTP connections open at once; beyond it the oldest "
+                               "idle one is closed, or the new one refused (503). Lowered at "
+                               "start if the open-files limit leaves no room for it beside "
+                               "the reconciler's reserve.", min=8, max=60000)
+    max_long_polls: int = opt(128, "Long polls (?wait) waiting at once; beyond it 503. At "
+                              "most half of max_connections.", min=1, max=30000)
+    header_timeout: float = opt(10.0, "Time a client has to send a complete request (and "
+                                "idle time of a kept-alive connection) before it is closed.",
+                                kind="duration", min=0.5, max=300)
 
 
 @dataclass(frozen=True)

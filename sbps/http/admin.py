@@ -22,9 +22,11 @@ from aiohttp import web
 
 from sbps.actions import Action, Plan
 from sbps.apply import Report
+from sbps.http.auth import raw_bytes
 from sbps.http.catalog import iso
 from sbps.http.deps import DEPS, HttpDeps
 from sbps.http.errors import ApiError
+from sbps.http.throttle import FailureThrottle
 from sbps.model import ImageState
 
 log = logging.getLogger(__name__)
@@ -234,18 +236,29 @@ class NotifyLimiter:
 
 
 NOTIFY_LIMIT = web.AppKey("sbps_notify_limit", NotifyLimiter)
+NOTIFY_THROTTLE = web.AppKey("sbps_notify_throttle", FailureThrottle)
 
 
 async def post_notify(request: web.Request) -> web.Response:
     """Ceph RGW bucket notifications: only schedule a pass. The payload is never read or
-    trusted; the shared secret in the path is the only credential RGW can send."""
+    trusted; the shared secret in the path is the only credential RGW can send. Wrong
+    guesses are throttled per address and overall (429 before any comparison)."""
     deps = request.app[DEPS]
     secret = deps.notify_secret
-    given = request.match_info["secret"]
-    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+    if not secret:
+        raise ApiError(404, "not_found", "no such endpoint")
+    throttle = request.app[NOTIFY_THROTTLE]
+    now = asyncio.get_running_loop().time()
+    peer = request.remote or "unknown"
+    if not throttle.admit(peer, now):
+        raise ApiError(429, "too_many_requests", "too many wrong attempts; retry later",
+                       headers={"Retry-After": "10"})
+    given = raw_bytes(request.match_info["secret"])
+    if given is None or not hmac.compare_digest(given, secret.encode()):
+        throttle.failed(peer, now)
         raise ApiError(404, "not_found", "no such endpoint")
     limiter = request.app[NOTIFY_LIMIT]
-    scheduled = limiter.allow(asyncio.get_running_loop().time())
+    scheduled = limiter.allow(now)
     if scheduled:
         deps.control.trigger("S3 bucket notification")
     return _json({"scheduled": scheduled}, status=202)

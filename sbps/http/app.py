@@ -1,39 +1,33 @@
-"""The aiohttp application: the one route table, the public handlers, and starting it.
+"""The aiohttp application: the one route table and the public handlers.
 
 Owns ``make_app(deps)`` (the factory the daemon calls), the route table (admin routes are
 wrapped with the bearer-token check here, in one place), the thin public handlers
 (health, catalog, target, boot parameters, metrics, the OpenAPI document), conditional
-requests and long polls, and ``start_http``/``run_http`` (listening, TLS). Must not hold
-state of its own: everything comes from ``HttpDeps``.
+requests and long polls (each in a slot of ``deps.limits``). Listening and TLS are in
+serve.py. Must not hold state of its own: everything comes from ``HttpDeps``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import logging
-import os
-import ssl
 from collections.abc import Callable
 from importlib import resources
-from pathlib import Path
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from sbps.config import HttpConfig
-from sbps.errors import ConfigError
 from sbps.http import admin, bootdoc, catalog
 from sbps.http.auth import admin as guarded
 from sbps.http.auth import is_admin
 from sbps.http.deps import DEPS, SPEC, HttpDeps
 from sbps.http.errors import ApiError, json_errors
+from sbps.http.guard import GUARD, ConnectionGuard
 from sbps.http.source import Rendered, Status
+from sbps.http.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 300.0
-URL_FILE = "http-url"
 NETWORKS = ("hsn", "nmn")
 
 
@@ -86,7 +80,8 @@ async def _conditional(request: web.Request, name: str,
     if inm is None or not _matches(inm, doc.etag):
         return _send(doc)
     if wait:
-        changed = await source.wait_changed(name, build, doc.etag, wait)
+        with request.app[DEPS].limits.long_poll():
+            changed = await source.wait_changed(name, build, doc.etag, wait)
         if changed is not None:
             return _send(changed)
     return _not_modified(doc.etag)
@@ -190,9 +185,13 @@ def _token(request: web.Request) -> str:
 
 def make_app(deps: HttpDeps) -> web.Application:
     """The API application; the daemon starts it with ``start_http`` or ``run_http``."""
-    app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
+    guard = ConnectionGuard(deps.limits)
+    app = web.Application(middlewares=[guard.middleware, json_errors],
+                          client_max_size=64 * 1024)
     app[DEPS] = deps
+    app[GUARD] = guard
     app[admin.NOTIFY_LIMIT] = admin.NotifyLimiter()
+    app[admin.NOTIFY_THROTTLE] = FailureThrottle(deps.limits.notify_rejected)
     app[SPEC] = resources.files("sbps.http").joinpath("openapi.yaml").read_bytes()
     adm = guarded(_token)
     app.router.add_routes([
@@ -215,81 +214,3 @@ def make_app(deps: HttpDeps) -> web.Application:
         web.put("/debug/loglevel", adm(admin.put_loglevel)),
     ])
     return app
-
-
-def _loopback(bind: str) -> bool:
-    try:
-        return ipaddress.ip_address(bind).is_loopback
-    except ValueError:
-        return bind == "localhost"
-
-
-def tls_context(cfg: HttpConfig) -> ssl.SSLContext | None:
-    if not cfg.tls_cert_file and not cfg.tls_key_file:
-        return None
-    if not (cfg.tls_cert_file and cfg.tls_key_file):
-        raise ConfigError("http.tls_key_file" if cfg.tls_cert_file else "http.tls_cert_file",
-                          "", "TLS needs both tls_cert_file and tls_key_file")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("http.tls_cert_file", cfg.tls_cert_file,
-                          f"cannot load the certificate and key: {exc}") from exc
-    return ctx
-
-
-def url_of(cfg: HttpConfig, port: int, tls: bool) -> str:
-    host = "127.0.0.1" if cfg.bind in ("0.0.0.0", "") else "::1" if cfg.bind == "::" \
-        else cfg.bind
-    host = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls else 'http'}://{host}:{port}"
-
-
-async def start_http(cfg: HttpConfig, app: web.Application,
-                     state_dir: str | None = None) -> tuple[web.AppRunner, int]:
-    """Listen on ``http.bind``/``http.port`` (port 0 picks one); returns the runner (clean
-    up with ``await runner.cleanup()``) and the bound port. With ``state_dir``, the URL is
-    written to ``<state_dir>/http-url`` for sbpsctl."""
-    ctx = tls_context(cfg)
-    if ctx is None and not _loopback(cfg.bind):
-        log.warning("the HTTP API listens on %s without TLS; set http.tls_cert_file and "
-                    "http.tls_key_file", cfg.bind)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.bind, cfg.port, ssl_context=ctx, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ConfigError("http.port", f"{cfg.bind}:{cfg.port}",
-                          f"cannot listen: {exc.strerror}") from exc
-    port = int(runner.addresses[0][1])
-    url = url_of(cfg, port, ctx is not None)
-    log.info("HTTP API listening on %s", url, extra={"port": port})
-    if state_dir:
-        _write_url(Path(state_dir) / URL_FILE, url)
-    return runner, port
-
-
-def _write_url(path: Path, url: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(url + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.warning("cannot write %s: %s", path, exc.strerror)
-
-
-async def run_http(cfg: HttpConfig, app: web.Application, state_dir: str | None = None,
-                   started: Callable[[int], None] | None = None) -> None:
-    """``start_http``, then serve until cancelled (a supervised task); cleans up."""
-    runner, port = await start_http(cfg, app, state_dir)
-    try:
-        if started is not None:
-            started(port)
-        await asyncio.get_running_loop().create_future()
-    finally:
-        await runner.cleanup()

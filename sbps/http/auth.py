@@ -80,13 +80,29 @@ def _create(path: Path) -> None:
                           f"cannot create the admin token file: {exc.strerror}") from exc
 
 
-def check(request: web.Request, token: str) -> None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+def raw_bytes(value: str) -> bytes | None:
+    """A header or path value as the bytes the client sent (aiohttp keeps bytes that are
+    not UTF-8 as surrogates); None if it cannot be turned back into bytes."""
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+
+
+def _bearer(request: web.Request) -> bytes | None:
+    """The bearer credential as bytes; None without one (or with one no token can be)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return raw_bytes(value.strip())
+
+
+def check(request: web.Request, token: str) -> None:
+    given = _bearer(request)
+    if given is None:
         raise ApiError(401, "unauthorized", "this endpoint requires Authorization: Bearer "
                        "<admin token>", field="Authorization", headers=_CHALLENGE)
-    if not hmac.compare_digest(value.strip().encode(), token.encode()):
+    if not hmac.compare_digest(given, token.encode()):
         log.warning("admin request with a wrong token refused",
                     extra={"path": request.path, "peer": request.remote})
         raise ApiError(401, "unauthorized", "the admin token is wrong",
@@ -95,9 +111,8 @@ def check(request: web.Request, token: str) -> None:
 
 def is_admin(request: web.Request, token: str) -> bool:
     """Whether the request carries the right admin token (no error, no log otherwise)."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
-                                                              token.encode())
+    given = _bearer(request)
+    return given is not None and hmac.compare_digest(given, token.encode())
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

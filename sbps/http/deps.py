@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from sbps.actions import Plan
 from sbps.http.bootdoc import BootSettings
+from sbps.http.limits import Limits
 from sbps.http.source import Status, StatusSource
 from sbps.lifecycle import Lifecycle
 from sbps.logs import set_level
@@ -67,6 +68,8 @@ class HttpDeps:
     """``allowed(tenant, initiator)`` in ``target.access = acl`` mode; None lists all."""
     notify_secret: str | None = None
     """Shared secret in the S3 notification path; None disables the endpoint."""
+    limits: Limits = field(default_factory=Limits)
+    """Connection, long-poll and header-time caps, and the counters of what they refused."""
 
 
 DEPS = web.AppKey("sbps_deps", HttpDeps)

@@ -27,7 +27,8 @@ _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",
-          413: "too_large", 415: "unsupported_media_type", 503: "unavailable"}
+          413: "too_large", 415: "unsupported_media_type", 429: "too_many_requests",
+          503: "unavailable"}
 
 
 class ApiError(PermanentError):

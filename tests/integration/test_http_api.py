@@ -16,9 +16,10 @@ import pytest
 from sbps.cli._api import Api
 from sbps.config import HttpConfig
 from sbps.errors import ConfigError
-from sbps.http.app import make_app, start_http, tls_context
+from sbps.http.app import make_app
 from sbps.http.auth import load_or_create_token
 from sbps.http.deps import DEPS
+from sbps.http.serve import start_http, tls_context
 from sbps.lifecycle import ImageStatus
 from sbps.model import ImageState
 from sbps.target_state import LunStats
