@@ -23,6 +23,7 @@ from sbps.model import Identity
 from tests.fixtures.images import PROJECT_LABEL, UploadedImage
 from tests.fixtures.iscsi import DATA_PROTECT, INITIATOR, RemoteSession
 from tests.fixtures.servers import IMSServer, S3Server
+from tests.fixtures.unit_confine import setpriv_argv
 from tests.realkernel.conftest import IMS_GUEST, S3_GUEST
 from tests.vm.qemu import Guest
 
@@ -77,8 +78,11 @@ class GuestMarshal:
     def start(self) -> None:
         log = f"marshal-{Path(self.root).name}-{len(self.logs)}.log"
         self.logs.append(self.guest.out / log)
-        self.pid = self.guest.spawn(["python3", "-m", "sbps.daemon", "--config",
-                                     f"{self.root}/marshal.toml", "--debug"], f"/out/{log}")
+        # Under the unit's capability bounding set and NoNewPrivileges (what can be applied
+        # without systemd): the real kernel says whether those capabilities are enough.
+        self.pid = self.guest.spawn([*setpriv_argv(), "python3", "-m", "sbps.daemon",
+                                     "--config", f"{self.root}/marshal.toml", "--debug"],
+                                    f"/out/{log}")
 
     def log(self) -> str:
         return self.logs[-1].read_text(errors="replace") if self.logs else ""
