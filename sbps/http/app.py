@@ -16,6 +16,7 @@ from importlib import resources
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
+from sbps import __version__
 from sbps.http import admin, bootdoc, catalog
 from sbps.http.auth import admin as guarded
 from sbps.http.auth import is_admin
@@ -94,7 +95,7 @@ async def healthz(request: web.Request) -> web.Response:
     # A one-shot task (the start-up rehash) that finished is "done" and healthy; a
     # long-lived task that ends stops the daemon, so only failures count here.
     bad = [t for t in tasks if t.get("state") in ("failed", "cancelled")]
-    body = {"status": "failing" if bad else "ok", "tasks": tasks}
+    body = {"status": "failing" if bad else "ok", "version": __version__, "tasks": tasks}
     return web.json_response(body, status=503 if bad else 200)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sbps import __version__
 from sbps.http.source import Status
 from sbps.lifecycle import ImageStatus
 from sbps.model import WWID_PREFIX, DesiredImage, ImageState
@@ -108,7 +109,7 @@ def target(status: Status) -> dict[str, Any]:
                      "wwid": WWID_PREFIX + so.serial[:25] if so else None,
                      "readonly": so.readonly if so else None})
     return {
-        "iqn": status.iqn, "backend": status.backend,
+        "iqn": status.iqn, "backend": status.backend, "version": __version__,
         "exists": bool(t and t.exists), "tpg_enabled": bool(t and t.tpg_enabled),
         "portals": portals(t), "gate_open": status.gate_open, "serving": status.serving,
         "dns_registered": status.dns_registered, "luns": luns,

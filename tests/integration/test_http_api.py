@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from sbps import __version__
 from sbps.cli._api import Api
 from sbps.config import HttpConfig
 from sbps.errors import ConfigError
@@ -182,6 +183,7 @@ async def test_target_lun_table(api: ApiServer, http: aiohttp.ClientSession) -> 
     async with http.get(f"{api.url}/v1/target") as r:
         doc = await r.json()
     assert doc["iqn"] == IQN and doc["backend"] == "lio" and doc["tpg_enabled"]
+    assert doc["version"] == __version__
     assert doc["gate_open"] and doc["serving"]
     assert [(lun["lun_id"], lun["key"]) for lun in doc["luns"]] == [
         (11, A.identity.name), (12, B.identity.name), (13, C.identity.name),
@@ -196,7 +198,7 @@ async def test_target_lun_table(api: ApiServer, http: aiohttp.ClientSession) -> 
 
 async def test_health_and_readiness(api: ApiServer, http: aiohttp.ClientSession) -> None:
     async with http.get(f"{api.url}/healthz") as r:
-        assert r.status == 200
+        assert r.status == 200 and (await r.json())["version"] == __version__
     async with http.get(f"{api.url}/readyz") as r:
         assert r.status == 200 and (await r.json()) == {"ready": True, "reasons": []}
     api.control.set_status(replace(api.control.status, gate_open=False))
