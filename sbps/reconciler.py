@@ -184,14 +184,17 @@ class Reconciler:
         serve = self.status.serving if self.status.passes else True
         return plan(await self._plan_input(self.desired.images, target, serve))
 
-    async def refresh_counters(self, max_age: float = 1.0) -> Status:
-        """The status with every LUN's I/O counters read now (for /metrics and /debug/state),
-        unless they were read less than ``max_age`` seconds ago. A pass reads only the
-        counters it decides on (retiring and adopted LUNs)."""
+    async def refresh_counters(self) -> Status:
+        """The status with every LUN's I/O counters read after this call was made (for
+        /metrics and /debug/state), so a scrape counts every read that finished before it.
+        Concurrent callers share one reading: a reading that started after a caller asked
+        serves it too. A pass reads only the counters it decides on (retiring and adopted
+        LUNs)."""
+        asked = self.clock()
         async with self._counters_lock:
             at = self.status.stats_at
-            now = self.clock()
-            if at is None or not 0 <= now - at < max_age:
+            if at is None or at < asked:
+                now = self.clock()
                 try:
                     stats = await self._on_backend(self.backend.stats, None)
                 except SbpsError as exc:

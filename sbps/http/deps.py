@@ -44,7 +44,8 @@ class Control(Protocol):
     async def sessions(self) -> tuple[str, ...]: ...
 
     async def refresh_counters(self) -> Status:
-        """The status with every LUN's I/O counters read now (at most once a second)."""
+        """The status with every LUN's I/O counters read after this call (concurrent
+        callers share one reading)."""
         ...
 
 
