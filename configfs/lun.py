@@ -260,3 +260,6 @@ class MappedLun:
             raise fail(errno.EINVAL, "mapped LUN must link to a LUN of the same TPG")
         if group.links():
             raise fail(errno.EEXIST, "mapped LUN already linked")
+        # As target_fabric_mappedlun_link: a new mapping takes the TPG's
+        # prod_mode_write_protect; write_protect written before the link is lost.
+        self.write_protect = parse_bool(str(self.acl.tpg.attrib["prod_mode_write_protect"]))

@@ -17,9 +17,10 @@ components
     bootparams      root=sbps-s3:... generator and parser
     catalog/        IMS client, tolerant record and manifest parsing, label rule, problems
     stager          verified downloads into the local cache, budget and eviction
-    backends/       target backend protocol; lio (rtslib-fb) and tgt (tgtadm)
+    backends/       target backend protocol; lio (rtslib-fb) and tgt (tgtadm, tgtd's socket)
     dns/            registrar protocol; off, rfc2136 (TSIG) and pdns (HTTP API)
     gate            node gate providers: always, file, k8s-label
+    instance        one marshal per state directory: the marshal.lock file
     metrics         Prometheus collector over the status snapshot
     build/          image build (squashfs, upload as IMS lays it out) and image check
 orchestration

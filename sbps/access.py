@@ -184,5 +184,11 @@ def attributes(access: AccessSpec) -> tuple[tuple[str, str], ...]:
     ``authentication=1`` whenever CHAP is configured, so no login goes without it."""
     chap = access.chap.enabled or any(a.chap.enabled for a in access.acls)
     generated = "1" if access.mode is AccessMode.OPEN else "0"
-    return (("generate_node_acls", generated), ("demo_mode_write_protect", "1"),
-            ("cache_dynamic_acls", generated), ("authentication", "1" if chap else "0"))
+    out = (("generate_node_acls", generated), ("demo_mode_write_protect", "1"),
+           ("cache_dynamic_acls", generated), ("authentication", "1" if chap else "0"))
+    if access.mode is AccessMode.OPEN:
+        return out
+    # LIO maps an explicit ACL's LUN with this TPG attribute at the moment of the link;
+    # rtslib writes the mapped LUN's write_protect only after it, so without it a mapped
+    # LUN would be writable for an instant.
+    return (*out, ("prod_mode_write_protect", "1"))

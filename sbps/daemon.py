@@ -3,7 +3,9 @@
 Owns start-up (configuration, logging, building every component once and passing it down),
 the supervised tasks (reconciler, watchdog, HTTP), and shutdown: SIGTERM or SIGINT stops
 gracefully within a deadline (DNS withdrawn if configured), a second signal forces exit.
-Exit codes: 0 clean stop (or ``--once`` converged), 1 a task died or an image failed,
+One instance per ``reconcile.state_dir`` (``sbps.instance``): the lock is taken right after
+the configuration is read, before logging or any component. Exit codes: 0 clean stop (or
+``--once`` converged), 1 a task died, an image failed or another instance holds the lock,
 2 configuration error.
 """
 
@@ -22,6 +24,7 @@ from sbps.compose import Components, build
 from sbps.config import Loaded, load
 from sbps.errors import ConfigError, SbpsError
 from sbps.http.limits import raise_nofile
+from sbps.instance import AlreadyRunning, InstanceLock
 from sbps.model import ImageState
 from sbps.sdnotify import Notifier
 from sbps.supervisor import Supervisor
@@ -64,6 +67,17 @@ def main(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"sbps-marshal: configuration error: {exc}", file=sys.stderr)
         return 2
+    # Before anything else: a second instance must not bind, reconcile, or withdraw DNS.
+    lock = InstanceLock(loaded.config.reconcile.state_dir)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"sbps-marshal: {exc}; exiting", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"sbps-marshal: cannot take the lock {lock.path}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     logs.setup(loaded.config.log.level, loaded.config.log.format)
     if not loaded.file_read:
         log.warning("configuration: %s does not exist: running on defaults and "
@@ -76,6 +90,8 @@ def main(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
+    finally:
+        lock.release()
 
 
 def run() -> None:

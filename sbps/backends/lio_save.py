@@ -219,18 +219,26 @@ def _digest(path: str) -> str | None:
 def save_atomically(config: dict[str, Any], path: str) -> str:
     """Write ``config`` as ``path``: temp file, fsync, previous file kept as ``.bak``, rename,
     directory fsync. A crash at any point leaves either the old or the new file in place.
-    Returns the SHA-256 of what was written."""
+    The file, its ``.bak`` and the temp file are mode 0600 (CHAP secrets). Returns the
+    SHA-256 of what was written."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(directory, exist_ok=True)
     body = (json.dumps(config, sort_keys=True, indent=2) + "\n").encode()
     tmp = f"{path}.sbps-tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # The file holds CHAP secrets: 0600 whatever was there. A stale temp file (another
+    # mode, another owner, a symlink) is removed, never reused: O_EXCL makes a new inode.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
+        os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask
         with os.fdopen(fd, "wb") as f:
             f.write(body)
             f.flush()
             os.fsync(f.fileno())
         if os.path.exists(path):
+            # The .bak is a hard link to the previous file: tighten that inode first.
+            os.chmod(path, 0o600)
             backup = f"{path}.bak"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(backup)

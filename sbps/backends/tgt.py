@@ -7,11 +7,16 @@ called from the event loop (every call runs ``tgtadm``, blocking).
 Mapping (tgt has no storage objects separate from LUNs):
 - A *storage object* exists while a LUN backed by its file exists. ``CreateStorageObject``
   validates the file and keeps the object in memory; ``CreateLun`` realises it as a tgt LUN
-  (``--op new``, then ``--op update --params`` because tgt rejects ``--params`` on new):
-  read-only, vendor ``LIO-ORG``, product id = ``scsi_id`` = the backstore name (digest[:15];
-  tgt allows 16 chars), ``scsi_sn`` = the serial (digest[:31]). If the update fails the LUN is
-  deleted again, so no writable or unidentified LUN is left. Between the two calls (a few ms)
-  the LUN exists without its parameters; the target of a new worker is still offline then.
+  (``--op new``, then ``--op update --params``: tgt ignores parameters on new): read-only,
+  vendor ``LIO-ORG``, product id = ``scsi_id`` = the backstore name (digest[:15]; tgt allows
+  16 chars), ``scsi_sn`` = the serial (digest[:31]). tgt opens a backing file read-write and
+  read-only is a flag of the LUN, so a LUN made with its file is writable until the update.
+  The LUN is therefore made *without* a file, which tgt makes removable, offline and of
+  capacity 0 (NOT READY; even after an initiator's START STOP UNIT every block is out of
+  range), and the update sets ``readonly=1``, then the identity, then ``path=`` last, which
+  brings it online: tgt applies one request's parameters in order, between two SCSI
+  commands (usr/spc.c ``lu_config``). A scan in between sees an empty removable disk, never
+  a writable one. If the update fails the LUN is deleted again.
   ``DeleteStorageObject`` drops the pending object and any LUN still backed by it.
 - ``read()`` names a LUN's storage object by its ``scsi_id`` when the LUN carries our mark
   (``scsi_id`` == ``scsi_sn[:15]``), otherwise ``tgt-lun<N>``; the planner decides ownership
@@ -79,6 +84,7 @@ from sbps.backends.tgtmap import (
     attributes,
     checked,
     data_luns,
+    half_made,
     lun_name,
     lun_size,
     marked,
@@ -132,6 +138,8 @@ class TgtBackend:
         stores: dict[str, StorageObject] = {}
         luns = []
         for lu in data_luns(ours):
+            if half_made(lu):
+                continue
             name = lun_name(lu)
             luns.append(Lun(lu.index, name))
             stores.setdefault(name, StorageObject(
@@ -247,7 +255,7 @@ class TgtBackend:
                 op = "bind" if value == "1" else "unbind"
                 self._run(["--mode", "target", "--op", op, "--tid", tid, *acl_args("ALL")],
                           op, "ALL")
-        elif key == "demo_mode_write_protect":
+        elif key in ("demo_mode_write_protect", "prod_mode_write_protect"):
             if value != "1":
                 raise BackendError("set attribute", self.iqn, "sbps LUNs are always "
                                    "read-only", code="config")
@@ -275,6 +283,11 @@ class TgtBackend:
             raise BackendError("create LUN", obj, "the target does not exist",
                                temporary=True, code="tgt_no_target")
         existing = {lu.index: lu for lu in data_luns(ours)}
+        tid, index = str(ours.tid), str(lun.index)
+        if lun.index in existing and half_made(existing[lun.index]):
+            self._run(["--mode", "logicalunit", "--op", "delete", "--tid", tid, "--lun",
+                       index], "delete half-made LUN", obj)
+            del existing[lun.index]
         if lun.index in existing:
             if lun_name(existing[lun.index]) == lun.storage_object:
                 return
@@ -286,11 +299,13 @@ class TgtBackend:
         if so is None:
             raise BackendError("create LUN", obj, "no storage object of that name",
                                code="no_storage_object")
-        tid, index = str(ours.tid), str(lun.index)
+        # Made without a backing file (offline, capacity 0), then read-only before its
+        # path, in one request: never writable (see the module docstring).
         self._run(["--mode", "logicalunit", "--op", "new", "--tid", tid, "--lun", index,
-                   "--backing-store", so.path, "--bstype", "rdwr"], "create LUN", obj)
-        params = (f"readonly=1,vendor_id={so.vendor},product_id={so.product_id},"
-                  f"scsi_id={so.name},scsi_sn={so.serial}")
+                   "--bstype", "rdwr"], "create LUN", obj)
+        params = (f"readonly=1,removable=0,vendor_id={so.vendor},"
+                  f"product_id={so.product_id},scsi_id={so.name},scsi_sn={so.serial},"
+                  f"path={so.path}")
         try:
             self._run(["--mode", "logicalunit", "--op", "update", "--tid", tid, "--lun", index,
                        "--params", params], "set LUN parameters", obj)

@@ -12,8 +12,9 @@ Owns mapping the model's node ACLs and CHAP onto what tgt can do, for ``sbps.bac
   print a secret back, so the backend remembers what it set; after a restart of sbps (tgtd
   still running) the secret reads as unknown and the next pass sets it once more.
 
-Must not log or put into an error a secret (tgtadm takes it on its command line, so it is
-briefly visible in the process table, and errors name only the account); must not touch
+Must not log or put into an error a secret, nor pass one to a process: accounts are created
+over tgtd's management socket (``Tgtadm.new_account``), never with ``tgtadm --password``,
+whose arguments any user can read in ``/proc``; errors name only the account. Must not touch
 accounts of other targets beyond unbinding ours.
 """
 
@@ -110,8 +111,7 @@ class TgtAccess:
                 # The secret cannot be read back: re-create the account to apply it.
                 self.run(["--mode", "account", "--op", "delete", "--user", user],
                          "delete account", user)
-            self.run(["--mode", "account", "--op", "new", "--user", user, "--password",
-                      secret.reveal()], "create account", user)
+            self.tgtadm.new_account(user, secret.reveal(), operation="create account", obj=user)
             self.run(["--mode", "account", "--op", "bind", "--tid", tid, "--user", user,
                       *(["--outgoing"] if outgoing else [])], "bind account", user)
         self._set = chap

@@ -1,10 +1,12 @@
 """Running ``tgtadm`` and parsing what tgt 1.0.85 prints: targets, portals, statistics.
 
 Owns the text boundary with tgtd: one blocking ``tgtadm`` call at a time with a timeout,
-its failures translated into ``BackendError`` (naming the operation and the object, never
-the command line, which may carry a CHAP secret), and parsers that turn ``--op show``,
-``--mode portal --op show`` and ``--op stat`` into frozen values. Must not decide what to
-change on the target: that is ``sbps.backends.tgt``.
+its failures translated into ``BackendError`` (naming the operation and the object), and
+parsers that turn ``--op show``, ``--mode portal --op show`` and ``--op stat`` into frozen
+values. A request that carries a CHAP secret never runs ``tgtadm`` (its arguments are
+readable by every user in ``/proc``): ``new_account`` speaks tgtd's management socket
+(``sbps.backends.tgtd_socket``), and ``__call__`` refuses ``--password``. Must not decide
+what to change on the target: that is ``sbps.backends.tgt``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sbps.backends.tgtd_socket import TgtdSocket, account_new
 from sbps.errors import BackendError
 
 # tgtadm exits with ETIMEDOUT/ENOTCONN-like codes when it cannot reach tgtd; those may
@@ -77,8 +80,12 @@ class Tgtadm:
         self.program = program
         self.control_port = control_port
         self.timeout = timeout
+        self.socket = TgtdSocket(control_port, timeout)
 
     def __call__(self, args: Sequence[str], *, operation: str, obj: str) -> str:
+        if "--password" in args:
+            raise BackendError(operation, obj, "a secret is never put on a command line: "
+                               "use new_account")
         argv = [self.program, "-C", str(self.control_port), "--lld", "iscsi", *args]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout,
@@ -98,6 +105,14 @@ class Tgtadm:
                                temporary=temporary,
                                code="tgt_unreachable" if temporary else "tgt_refused")
         return done.stdout
+
+    def new_account(self, user: str, secret: str, *, operation: str, obj: str) -> None:
+        """``--mode account --op new --user U --password S`` over tgtd's socket."""
+        try:
+            request = account_new(user, secret)
+        except ValueError as exc:
+            raise BackendError(operation, obj, str(exc)) from exc
+        self.socket(request, operation=operation, obj=obj)
 
     def show(self) -> tuple[TgtTarget, ...]:
         return parse_show(self(["--mode", "target", "--op", "show"], operation="show",

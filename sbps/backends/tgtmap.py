@@ -59,6 +59,12 @@ def data_luns(target: TgtTarget | None) -> tuple[TgtLun, ...]:
     return tuple(lu for lu in target.luns if lu.index != 0 and lu.type != "controller")
 
 
+def half_made(lu: TgtLun) -> bool:
+    """A LUN ``TgtBackend._create_lun`` made but did not finish (killed in between): no
+    file, offline, no identity. ``read()`` leaves it out; ``CreateLun`` replaces it."""
+    return not lu.path and not lu.online and not marked(lu)
+
+
 def marked(lu: TgtLun) -> bool:
     return len(lu.scsi_id) == 15 and lu.scsi_sn[:15] == lu.scsi_id
 
@@ -82,10 +88,10 @@ def storage_of(lu: TgtLun) -> StorageObject:
 def attributes(target: TgtTarget) -> tuple[tuple[str, str], ...]:
     acl_all = "1" if "ALL" in target.acl else "0"
     protected = all(lu.readonly for lu in data_luns(target) if marked(lu))
+    wp = "1" if protected else "0"
     return (("authentication", "1" if target.accounts else "0"),
-            ("cache_dynamic_acls", acl_all), ("demo_mode_write_protect",
-                                              "1" if protected else "0"),
-            ("generate_node_acls", acl_all))
+            ("cache_dynamic_acls", acl_all), ("demo_mode_write_protect", wp),
+            ("generate_node_acls", acl_all), ("prod_mode_write_protect", wp))
 
 
 def acl_args(entry: str) -> list[str]:
@@ -105,6 +111,10 @@ def checked(so: StorageObject) -> StorageObject:
         if len(value) > limit or not _PARAM_RE.match(value):
             raise BackendError("create storage object", so.name, f"{field} {value!r} must be "
                                f"1..{limit} characters of A-Z a-z 0-9 . _ - for tgt")
+    if "," in so.path:
+        # tgt's parameter strings are comma-separated: the path is one of them.
+        raise BackendError("create storage object", so.name, f"backing file {so.path} has "
+                           "a ',' in its path, which tgt cannot take")
     if not Path(so.path).is_file():
         raise BackendError("create storage object", so.name, f"backing file {so.path} is "
                            "not a regular file", code="no_backing_file")

@@ -289,7 +289,8 @@ def test_access_offline_acl_and_chap(rig: Rig) -> None:
     rig.backend.apply(CreateAcl("iqn.2024-01.test.sbps:other", reason="allowed"))
     assert rig.backend.read().attributes == (
         ("authentication", "0"), ("cache_dynamic_acls", "0"),
-        ("demo_mode_write_protect", "1"), ("generate_node_acls", "0"))
+        ("demo_mode_write_protect", "1"), ("generate_node_acls", "0"),
+        ("prod_mode_write_protect", "1"))
     with pytest.raises(InitiatorError, match="login"):
         rig.session(1)
     with rig.session(1, initiator="iqn.2024-01.test.sbps:other") as s:

@@ -56,6 +56,7 @@ def test_daemon_says_when_it_runs_on_defaults(tmp_path: Path, monkeypatch: pytes
         async def run(self, once: bool = False) -> int:
             return 0
 
+    monkeypatch.setenv("SBPS_MARSHAL_RECONCILE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(sys.modules["sbps.config.load"], "DEFAULT_PATH",
                         str(tmp_path / "absent.toml"))
     monkeypatch.setattr(sbps.daemon, "Daemon", Stop)

@@ -186,7 +186,7 @@ def test_attributes_follow_the_mode_and_chap() -> None:
     assert attributes(AccessSpec()) == OPEN_ATTRIBUTES
     assert dict(attributes(spec(want(A, chap=CHAP)))) == {
         "generate_node_acls": "0", "demo_mode_write_protect": "1", "cache_dynamic_acls": "0",
-        "authentication": "1"}
+        "authentication": "1", "prod_mode_write_protect": "1"}
     p = plan(inp((), target(attrs=OPEN_ATTRIBUTES), spec(want(A))))
     kinds = [a.kind for a in p.actions]
     assert kinds == ["SetTpgAttributes", "CreateAcl"]

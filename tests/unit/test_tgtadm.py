@@ -108,7 +108,8 @@ def test_marks_names_attributes_and_acl_arguments() -> None:
     assert not marked(first.luns[0]) and lun_name(first.luns[0]) == "tgt-lun0"
     assert dict(attributes(first)) == {"authentication": "1", "cache_dynamic_acls": "1",
                                        "demo_mode_write_protect": "1",
-                                       "generate_node_acls": "1"}
+                                       "generate_node_acls": "1",
+                                       "prod_mode_write_protect": "1"}
     assert acl_args("ALL") == ["--initiator-address", "ALL"]
     assert acl_args("10.1.1.0/24") == ["--initiator-address", "10.1.1.0/24"]
     assert acl_args("iqn.2024-01.test:a") == ["--initiator-name", "iqn.2024-01.test:a"]
