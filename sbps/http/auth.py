@@ -41,7 +41,21 @@ def load_or_create_token(cfg: HttpConfig, state_dir: str) -> str:
     if not path.exists():
         _create(path)
         log.info("created the admin token file %s (mode 0600)", path)
+    else:
+        _tighten(path)
     return _read(path, "reconcile.state_dir")
+
+
+def _tighten(path: Path) -> None:
+    """The default token file is the daemon's own: it is 0600 whatever happened to it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        if mode != 0o600:
+            os.chmod(path, 0o600)
+            log.warning("the admin token file %s had mode %o: set to 0600", path, mode)
+    except OSError as exc:
+        raise ConfigError("reconcile.state_dir", str(path), "cannot set the admin token "
+                          f"file to mode 0600: {exc.strerror}") from exc
 
 
 def read_token(path: Path, key: str = "http.admin_token_file") -> str:

@@ -251,6 +251,9 @@ async def test_token_file_is_created_0600_and_reused(tmp_path: Path) -> None:
     assert path.read_text().strip() == token and len(token) >= 32
     assert load_or_create_token(cfg, str(tmp_path / "state")) == token
     assert [p.name for p in path.parent.iterdir()] == ["admin-token"]
+    path.chmod(0o644)  # loosened by someone: the daemon's own file is set back to 0600
+    assert load_or_create_token(cfg, str(tmp_path / "state")) == token
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 async def test_configured_token_file_must_exist(tmp_path: Path) -> None:
