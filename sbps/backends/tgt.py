@@ -49,15 +49,20 @@ is why the planner removes only idle retiring LUNs.
 Statistics: tgt 1.0.85 counts completed reads and writes per LUN *and session*, and drops
 a session's row when it logs out. ``stats()`` keeps the last value of every session in
 memory and adds it to the LUN's total when the session goes, so the counters never fall
-while the backend object lives. tgt does not count other commands (TEST UNIT READY,
+while the backend object lives. Bytes read come from the kernel's count for the LUN's own
+I/O threads instead (``tgt_iostat``), which sees sessions that came and went between two
+readings; LUNs whose threads it does not know keep the session sum. tgt does not count other commands (TEST UNIT READY,
 INQUIRY), so ``commands`` is reads plus writes and ``tur_commands`` is 0: idle detection
 watches bytes read and data commands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Collection
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sbps.actions import (
@@ -77,6 +82,7 @@ from sbps.actions import (
     UnmapLun,
 )
 from sbps.backends.tgt_access import TgtAccess
+from sbps.backends.tgt_iostat import IoThreads
 from sbps.backends.tgtadm import Tgtadm, TgtTarget
 from sbps.backends.tgtmap import (
     Counters,
@@ -108,9 +114,10 @@ class TgtBackend:
 
     name = "tgt"
 
-    def __init__(self, iqn: str, tgtadm: Tgtadm) -> None:
+    def __init__(self, iqn: str, tgtadm: Tgtadm, iostat: IoThreads | None = None) -> None:
         self.iqn = iqn
         self.tgtadm = tgtadm
+        self.iostat = iostat
         self.access = TgtAccess(iqn, tgtadm, lambda args, op, obj: self._run(args, op, obj))
         self._pending: dict[str, StorageObject] = {}
         self._counters = Counters()
@@ -163,6 +170,10 @@ class TgtBackend:
         if ours is None:
             return {}
         every = self._counters.update(self.tgtadm.stat(ours.tid), data_luns(ours))
+        if self.iostat is not None:
+            for index, nbytes in self.iostat.read_bytes().items():
+                if index in every:
+                    every[index] = replace(every[index], read_bytes=nbytes)
         return every if indexes is None else {i: every[i] for i in indexes if i in every}
 
     # Writing ------------------------------------------------------------------------
@@ -301,8 +312,9 @@ class TgtBackend:
                                code="no_storage_object")
         # Made without a backing file (offline, capacity 0), then read-only before its
         # path, in one request: never writable (see the module docstring).
-        self._run(["--mode", "logicalunit", "--op", "new", "--tid", tid, "--lun", index,
-                   "--bstype", "rdwr"], "create LUN", obj)
+        with self.iostat.creating(lun.index) if self.iostat else contextlib.nullcontext():
+            self._run(["--mode", "logicalunit", "--op", "new", "--tid", tid, "--lun", index,
+                       "--bstype", "rdwr"], "create LUN", obj)
         params = (f"readonly=1,removable=0,vendor_id={so.vendor},"
                   f"product_id={so.product_id},scsi_id={so.name},scsi_sn={so.serial},"
                   f"path={so.path}")
@@ -325,8 +337,12 @@ class TgtBackend:
         self._run(["--mode", "logicalunit", "--op", "delete", "--tid", str(ours.tid), "--lun",
                    str(index)], "delete LUN", f"LUN {index}")
         self._counters.forget(index)
+        if self.iostat is not None:
+            self.iostat.forget(index)
 
 
 def from_config(cfg: Config, iqn: str) -> TgtBackend:
     t = cfg.target
-    return TgtBackend(iqn, Tgtadm(t.tgtadm, t.tgt_control_port))
+    return TgtBackend(iqn, Tgtadm(t.tgtadm, t.tgt_control_port),
+                      IoThreads(t.tgt_control_port,
+                                Path(cfg.reconcile.state_dir) / "tgt-iothreads.json"))

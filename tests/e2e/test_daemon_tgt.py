@@ -38,6 +38,7 @@ from tests.fixtures.iscsi import CHECK_CONDITION, DATA_PROTECT
 from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.servers import IMSServer
 from tests.fixtures.tgt import Tgtd, start_tgtd, stop_tgtd
+from tests.fixtures.unit_confine import setpriv_argv
 
 
 def tgt_worker(make_worker: Callable[..., Worker], ims: IMSServer, tgtd: Tgtd,
@@ -227,3 +228,67 @@ def test_a_restarted_tgtd_is_rebuilt_with_the_same_ids(
         assert w.stop() == 0
     finally:
         stop_tgtd(restarted, tgtd.control_port)
+
+
+def _lun_read_bytes(w: Worker, lun: int) -> float:
+    """The LUN's bytes-read counter in a scrape (waits until the daemon lists the LUN)."""
+    import urllib.request
+
+    def scrape() -> float | None:
+        url = (w.root / "state/http-url").read_text().strip()
+        with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:
+            text = r.read().decode()
+        line = next((x for x in text.splitlines() if x.startswith(
+            "sbps_lun_read_bytes_total{") and f'lun="{lun}"' in x), None)
+        return None if line is None else float(line.split()[-1])
+
+    value: float = wait_until(f"LUN {lun} in the metrics", lambda: (lambda v: (v,) if v
+                              is not None else None)(scrape()), worker=w)[0]
+    return value
+
+
+def test_metrics_count_reads_of_sessions_that_already_logged_out(
+        tgtd: Tgtd, make_worker: Callable[..., Worker], ims_server: IMSServer,
+        upload_ims_image: Callable[..., UploadedImage], tmp_path: Path) -> None:
+    """tgt drops a session's counters at logout: a whole read in a session that ended before
+    the scrape must still be counted (from the LUN's I/O threads), also after a restart of
+    the marshal."""
+    up = upload_ims_image("compute", label=True)
+    w = tgt_worker(make_worker, ims_server, tgtd)
+    w.start()
+    lun = exported(w, up)
+    wait_until("the API URL", lambda: (w.root / "state/http-url").exists(), worker=w)
+    before = _lun_read_bytes(w, lun)
+    _, nbytes, _ = read_back(w, lun, tmp_path, "first")  # logs in, reads, logs out
+    assert _lun_read_bytes(w, lun) >= before + nbytes
+    assert w.stop() == 0
+    (w.root / "state/http-url").unlink()
+    w.start()
+    wait_until("the API URL", lambda: (w.root / "state/http-url").exists(), worker=w)
+    wait_until("the export after the restart", lambda: tgt_lun_of(w, serial_of(up)) == lun,
+               worker=w)
+    before = _lun_read_bytes(w, lun)
+    read_back(w, lun, tmp_path, "second")
+    assert _lun_read_bytes(w, lun) >= before + nbytes
+
+
+def test_the_tgt_drop_in_gives_what_the_read_counters_need(
+        tgtd: Tgtd, make_worker: Callable[..., Worker], ims_server: IMSServer,
+        upload_ims_image: Callable[..., UploadedImage], tmp_path: Path) -> None:
+    """Under the unit's capabilities alone tgtd's thread counters cannot be read (a warning
+    says so once); with systemd/sbps-marshal-tgt.conf they can, and a short session counts."""
+    up = upload_ims_image("compute", label=True)
+    root = Path(__file__).resolve().parents[2] / "systemd"
+    for dropins, counted in (((), False), ((root / "sbps-marshal-tgt.conf",), True)):
+        w = tgt_worker(make_worker, ims_server, tgtd) if not dropins else make_worker(
+            "ncn-w002", ims_server, backend="tgt", tgtd=tgtd)
+        w.prefix = tuple(setpriv_argv(dropins=dropins))
+        w.start()
+        lun = exported(w, up)
+        wait_until("the API URL", lambda w=w: (w.root / "state/http-url").exists(), worker=w)
+        before = _lun_read_bytes(w, lun)
+        _, nbytes, _ = read_back(w, lun, tmp_path, f"read-{counted}")
+        after = _lun_read_bytes(w, lun)
+        assert (after >= before + nbytes) is counted, (before, after)
+        assert ("CAP_SYS_PTRACE" in w.log()) is not counted
+        assert w.stop() == 0
