@@ -54,7 +54,8 @@ if [ -n "$wheelhouse" ]; then index=(--no-index --find-links "$wheelhouse"); fi
 # What the spec installs besides the wheels.
 mkdir -p "$stage/$name/systemd" "$stage/$name/docs" "$stage/$name/contrib/grafana" \
     "$stage/$name/contrib/prometheus"
-cp "$repo"/systemd/sbps-marshal.service "$repo"/systemd/tgtd-sbps.conf "$stage/$name/systemd/"
+cp "$repo"/systemd/sbps-marshal.service "$repo"/systemd/tgtd-sbps.conf \
+    "$repo"/systemd/sbps-marshal-tgt.conf "$stage/$name/systemd/"
 cp "$repo/contrib/marshal.example.toml" "$here/sbps-marshal.sysconfig" "$repo/README.md" \
     "$stage/$name/"
 cp "$repo"/docs/*.md "$stage/$name/docs/"
