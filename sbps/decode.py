@@ -32,7 +32,8 @@ MAX_SALVAGE = 64 * 2**20
 """A list larger than this is rejected whole when one item is too deep (see items())."""
 
 CODES = ("too_large", "too_deep", "not_utf8", "not_json", "not_toml", "not_base64",
-         "wrong_type")
+         "wrong_type", "bad_header")
+"""The codes of DecodeError (``bad_header``: a field of an S3 answer, see ``sbps.s3``)."""
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _TOML_SKIP = re.compile(rb'"""[\s\S]*?"""|\'\'\'[\s\S]*?\'\'\'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"'
@@ -119,7 +120,8 @@ def jwt_payload(token: str, source: str = "token", obj: str = "token", *,
     if len(parts[1]) > max_bytes * 4 // 3 + 4:
         raise DecodeError(source, obj, "payload larger than the limit", code="too_large")
     try:
-        raw = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        raw = base64.b64decode(parts[1] + "=" * (-len(parts[1]) % 4), altchars=b"-_",
+                               validate=True)
     except (binascii.Error, ValueError) as exc:
         raise DecodeError(source, obj, f"payload is not base64url: {exc}",
                           code="not_base64") from None

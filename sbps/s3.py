@@ -186,16 +186,16 @@ class S3:
         expected = size_of(r, url) if r.get("ContentLength") is not None else None
         if (expected or 0) > max_bytes:
             r["Body"].close()
-            raise UpstreamPermanentError(f"S3 get {url}: larger than {max_bytes} bytes",
-                                         code="too_large")
+            raise DecodeError("s3_object", str(url), f"larger than {max_bytes} bytes",
+                              code="too_large")
         etag = etag_of(r, url)
         try:
             body = r["Body"].read(max_bytes + 1)
         except Exception as exc:
             raise translate(exc, "get_object", url) from exc
         if len(body) > max_bytes:
-            raise UpstreamPermanentError(f"S3 get {url}: larger than {max_bytes} bytes",
-                                         code="too_large")
+            raise DecodeError("s3_object", str(url), f"larger than {max_bytes} bytes",
+                              code="too_large")
         # read(amt) does not check the length: a connection closed early gives a short body.
         if expected is not None and len(body) != expected:
             raise UpstreamTemporaryError(f"S3 get {url}: {len(body)} of {expected} bytes "
