@@ -28,8 +28,12 @@ def nested_record() -> str:
 
 def metrics(w: Worker) -> str:
     url = (w.root / "state/http-url").read_text().strip()
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
-        return str(r.read().decode())
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+            return str(r.read().decode())
+    except OSError as exc:
+        code = w.proc.poll() if w.proc is not None else None
+        raise AssertionError(f"marshal gone (exit {code}): {exc}\n{w.log()[-3000:]}") from exc
 
 
 def sample(text: str, name: str, **labels: str) -> float:
