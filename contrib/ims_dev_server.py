@@ -5,7 +5,9 @@ This is not IMS. It serves the published IMS v3 shapes for image records under b
 exercised on loopback: list, create, get, patch (link, arch, metadata set/remove) and soft
 delete (``/v3/deleted/images``), with problem+json errors. Records loaded with ``--load`` are
 stored and returned verbatim, odd shapes included, because the field has such records.
-For tests it is also a fault injector: ``POST /__dev/faults`` and ``GET /__dev/requests``.
+For tests it is also a fault injector: ``POST /__dev/faults`` and ``GET /__dev/requests``;
+a ``list_extra`` fault appends raw text (any bytes a JSON parser may choke on, such as a
+record nested 100,000 deep) as one more item of the next ``count`` image lists.
 
 It binds 127.0.0.1 only, keeps its state in one JSON file (atomic replace), and must not
 grow into a second implementation of IMS: no jobs, recipes, keys or S3 side effects.
@@ -48,7 +50,8 @@ async def dev_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)  # type: ignore[no-any-return]
     dev = app[DEV]
     dev.requests[f"{request.method} {request.path}"] += 1
-    if dev.faults:
+    listing = request.method == "GET" and request.path in (p + "/images" for p in PREFIXES)
+    if dev.faults and (listing or "list_extra" not in dev.faults[0]):
         fault = dev.faults[0]
         fault["count"] -= 1
         if fault["count"] <= 0:
@@ -60,6 +63,8 @@ async def dev_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         elif fault.get("status"):
             status = int(fault["status"])
             return problem(status, "Injected fault", "fault injected by the dev server")
+        elif isinstance(fault.get("list_extra"), str):
+            return with_extra(await list_images(request), fault["list_extra"])
     token = app[TOKEN]
     if token:
         given = request.headers.get("Authorization", "")
@@ -158,14 +163,22 @@ async def get_deleted(request: web.Request) -> web.Response:
     return web.json_response(record_or_404(request.app[STORE].deleted, request))
 
 
+def with_extra(resp: web.Response, extra: str) -> web.Response:
+    text = (resp.text or "[]").rstrip()
+    head = text[:-1].rstrip()
+    body = f"{head}{', ' if head != '[' else ''}{extra}]"
+    return web.Response(status=200, text=body, content_type="application/json")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
 async def post_faults(request: web.Request) -> web.Response:
     body = await read_json(request)
-    if not isinstance(body, dict) or not any(k in body for k in ("status", "delay", "garbage")):
-        return problem(400, "Bad Request", "expected {status|delay|garbage, count}")
+    kinds = ("status", "delay", "garbage", "list_extra")
+    if not isinstance(body, dict) or not any(k in body for k in kinds):
+        return problem(400, "Bad Request", "expected {status|delay|garbage|list_extra, count}")
     count = body.get("count", 1)
     if not isinstance(count, int) or count < 1:
         return problem(400, "Bad Request", "count must be a positive integer")

@@ -4,6 +4,7 @@ Module map (each module opens with a docstring saying what it owns and must not 
 
 core (imports nothing else of sbps)
     errors          error hierarchy: temporary (retry with backoff) vs permanent
+    decode          bounded decoding (size and depth limits) of every document from outside
     model           frozen dataclasses: images, manifests, identities, claims, cache entries
     target_state    frozen dataclasses: backstores, LUNs, portals, CHAP, ACLs, live state
     actions         the actions plan() emits and apply() executes, notes, Plan

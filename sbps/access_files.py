@@ -9,11 +9,9 @@ Must not log a secret, and must not be called from the event loop (it reads file
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from sbps.access import (
     unknown_tenants,
 )
 from sbps.config import TargetConfig
+from sbps.decode import DecodeError, loads, loads_toml
 from sbps.errors import ConfigError
 from sbps.model import DesiredImage
 from sbps.target_state import AccessMode, AccessSpec, Chap, Secret
@@ -140,13 +139,12 @@ def load_tenant_map(path: str) -> TenantMap:
         raise ConfigError("target.tenant_map_file", path, f"cannot read: {exc.strerror}",
                           ) from None
     try:
-        text = raw.decode()
-        data = json.loads(text) if path.endswith(".json") else tomllib.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
+        data = loads(raw, "tenant_map", path, expect=dict) if path.endswith(".json") \
+            else loads_toml(raw, "tenant_map", path)
+    except DecodeError as exc:  # too large, too deep, not UTF-8, not JSON/TOML, not a table
         raise ConfigError("target.tenant_map_file", path, f"not valid "
-                          f"{'JSON' if path.endswith('.json') else 'TOML'}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError("target.tenant_map_file", path, "expected a table (object)")
+                          f"{'JSON' if path.endswith('.json') else 'TOML'}: {exc.reason} "
+                          f"({exc.code})") from None
     return parse_tenant_map(path, data)
 
 

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from sbps.decode import DecodeError, loads
 from sbps.model import DesiredImage
 from sbps.target_state import LunStats, TargetState
 
@@ -37,13 +38,15 @@ class Adoption:
 
     def _load(self) -> frozenset[str]:
         try:
-            data = json.loads(self.path.read_text())
+            data = loads(self.path.read_bytes(), "state", str(self.path), expect=dict)
         except FileNotFoundError:
             return frozenset()
-        except (OSError, ValueError) as exc:
+        except (OSError, DecodeError) as exc:
             log.warning("ignoring unreadable %s (%s); adoption starts afresh", self.path, exc)
             return frozenset()
-        return frozenset(n for n in data.get("adopted", []) if isinstance(n, str))
+        names = data.get("adopted")
+        return frozenset(n for n in names if isinstance(n, str)) \
+            if isinstance(names, list) else frozenset()
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

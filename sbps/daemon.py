@@ -4,9 +4,13 @@ Owns start-up (configuration, logging, building every component once and passing
 the supervised tasks (reconciler, watchdog, HTTP), and shutdown: SIGTERM or SIGINT stops
 gracefully within a deadline (DNS withdrawn if configured), a second signal forces exit.
 One instance per ``reconcile.state_dir`` (``sbps.instance``): the lock is taken right after
-the configuration is read, before logging or any component. Exit codes: 0 clean stop (or
-``--once`` converged), 1 a task died, an image failed or another instance holds the lock,
-2 configuration error.
+the configuration is read, before logging or any component.
+The process ends only on such a deliberate stop (or ``--once``): a pass that fails with a
+bug fails that pass (the reconciler keeps going), the reconciler task is restarted if it
+dies, and DNS records are withdrawn only on a deliberate stop (``dns.withdraw_on_stop``),
+never because something died (safety invariant 10). Exit codes: 0 clean stop (or
+``--once`` converged), 1 a task without restart died, start-up failed, an image failed or
+another instance holds the lock, 2 configuration error.
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ class Daemon:
         self.stop = asyncio.Event()
         self.components: Components | None = None
         self._signals = 0
+        self._deliberate = False
+        """A deliberate stop (a signal, ``--once`` finished): only then is DNS withdrawn."""
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
@@ -126,17 +132,20 @@ class Daemon:
             log.info("starting: target %s, backend %s, gate %s, dns %s", c.reconciler.iqn,
                      c.backend.name, c.gate.name, c.registrar.name)
             if once:
-                return await self._once(c)
-            await c.reconciler.run_pass()
+                code = await self._once(c)
+                self._deliberate = True
+                return code
+            await c.reconciler.run_pass()  # a bug fails only this pass (Status.bug)
             self.notifier.ready(_summary(c))
             if self.notifier.watchdog_interval:
                 self.supervisor.start("watchdog", self._watchdog())
-            self.supervisor.start("reconciler", self._loop(c))
+            self.supervisor.start("reconciler", self._loop(c), restart=lambda: self._loop(c))
             stop = asyncio.create_task(self.stop.wait())
             failed = asyncio.create_task(self.supervisor.failed.wait())
             await asyncio.wait({stop, failed}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             failed.cancel()
+            self._deliberate = self.stop.is_set() and not self.supervisor.failed.is_set()
             return 1 if self.supervisor.failed.is_set() else 0
         except SbpsError as exc:
             log.error("start-up failed: %s", exc)
@@ -176,7 +185,10 @@ class Daemon:
         await self.supervisor.stop(STOP_DEADLINE)
         if c is None:
             return
-        if self.cfg.dns.withdraw_on_stop and self.cfg.dns.mode != "off":
+        if not self._deliberate:
+            if self.cfg.dns.withdraw_on_stop and self.cfg.dns.mode != "off":
+                log.warning("not a deliberate stop: DNS records are left registered")
+        elif self.cfg.dns.withdraw_on_stop and self.cfg.dns.mode != "off":
             try:
                 await asyncio.wait_for(c.registrar.ensure(False), STOP_DEADLINE)
             except (SbpsError, TimeoutError) as exc:

@@ -1,8 +1,9 @@
 """The node gate: whether this worker serves (always, a flag file, a Kubernetes label).
 
 Owns the providers only; the reconciler sequences DNS and the TPG on their answer. A
-provider that cannot answer raises a temporary error and the reconciler keeps the last
-known state: an API outage never drains a worker.
+provider that cannot answer raises a temporary error (an answer it cannot decode within
+the limits of ``sbps.decode``, a DecodeError) and the reconciler keeps the last known
+state: an API outage never drains a worker.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from pathlib import Path
 import aiohttp
 
 from sbps.config import NodeConfig
+from sbps.decode import loads
 from sbps.errors import UpstreamPermanentError, UpstreamTemporaryError
 from sbps.ports import AlwaysOpen, Gate
+
+#: The largest Node object read from the Kubernetes API.
+MAX_NODE = 4 * 2**20
 
 
 class FileGate:
@@ -71,10 +76,15 @@ class K8sLabelGate:
                                                  code="k8s_refused")
                 if resp.status != 200:
                     raise UpstreamTemporaryError(f"gate: GET {self.url}: HTTP {resp.status}")
-                node = await resp.json()
+                raw = bytearray()
+                while len(raw) <= MAX_NODE and (chunk := await resp.content.read(1 << 16)):
+                    raw += chunk
         except (TimeoutError, aiohttp.ClientError, ssl.SSLError, ValueError) as exc:
             raise UpstreamTemporaryError(f"gate: GET {self.url}: {exc}") from exc
-        labels = (node.get("metadata") or {}).get("labels") or {}
+        # A Node object is a few kB; DecodeError (too large, too deep...) is permanent.
+        node = loads(bytes(raw), "k8s", f"node {self.url}", max_bytes=MAX_NODE, expect=dict)
+        metadata = node.get("metadata")
+        labels = metadata.get("labels") if isinstance(metadata, dict) else None
         return isinstance(labels, dict) and labels.get(self.key) == self.value
 
 

@@ -24,13 +24,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from sbps.decode import CODES
 from sbps.lifecycle import ImageStatus
-from sbps.model import ImageKind, ImageState
+from sbps.model import ImageKind, ImageState, Problem
 from sbps.status import Status
 from sbps.target_state import LunStats
 
 PASS_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 EXPORT_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+REJECTED = frozenset(CODES)
 _WAITING = (ImageState.DISCOVERED, ImageState.STAGING, ImageState.STAGED, ImageState.FAILED)
 
 
@@ -97,6 +99,8 @@ class SbpsCollector(Collector):
         self._runs: Counter[str] = Counter()
         self._actions: Counter[tuple[str, str]] = Counter()
         self._dns: Counter[str] = Counter()
+        self._rejected: Counter[tuple[str, str]] = Counter()
+        self._rejected_now: frozenset[Problem] = frozenset()
         self._durations = _Histogram(PASS_BUCKETS)
         self._latency = _Histogram(EXPORT_BUCKETS)
         self._first_seen: dict[str, float] = {}
@@ -116,13 +120,21 @@ class SbpsCollector(Collector):
             self._seen = status.passes
             ok = not status.errors and not any(
                 not r.ok and not r.skipped for r in status.last_report.results)
-            self._runs["success" if ok else "error"] += 1
+            self._runs["bug" if status.bug else "success" if ok else "error"] += 1
+            self._count_rejected(status.problems)
             self._durations.observe(status.last_pass_seconds)
             for r in status.last_report.results:
                 result = "ok" if r.ok else "skipped" if r.skipped else "failed"
                 self._actions[(r.action.kind, result)] += 1
             self._dns[_dns_result(status)] += 1
             self._track_exports(status.images)
+
+    def _count_rejected(self, problems: Sequence[Problem]) -> None:
+        # A document counts once when its rejection appears, like the log line it gets.
+        now = frozenset(p for p in problems if p.code in REJECTED)
+        for p in now - self._rejected_now:
+            self._rejected[(p.field.split(".")[0].split("[")[0], p.code)] += 1
+        self._rejected_now = now
 
     def _track_exports(self, images: Sequence[ImageStatus]) -> None:
         present = set()
@@ -151,9 +163,16 @@ class SbpsCollector(Collector):
     def _totals(self) -> Iterator[Metric]:
         runs = CounterMetricFamily("sbps_reconcile_runs", "Reconcile passes by result.",
                                    labels=["result"])
-        for result in ("success", "error"):
+        for result in ("success", "error", "bug"):
             runs.add_metric([result], self._runs[result])
         yield runs
+        rejected = CounterMetricFamily("sbps_documents_rejected", "Documents from outside "
+                                       "(IMS records, manifests, S3 answers) rejected, by "
+                                       "source and reason; each counted once when it "
+                                       "appears.", labels=["source", "reason"])
+        for (source, reason), n in sorted(self._rejected.items()):
+            rejected.add_metric([source, reason], n)
+        yield rejected
         yield self._durations.family("sbps_reconcile_duration_seconds",
                                      "Duration of reconcile passes.")
         actions = CounterMetricFamily("sbps_actions", "Applied actions by kind and result.",

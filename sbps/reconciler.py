@@ -7,6 +7,11 @@ the status snapshot, replaced atomically after each pass so readers need no lock
 
 Never removes on doubt: a degraded catalog keeps the last known good images, and a catalog
 that suddenly comes back empty is treated as an outage for ``empty_catalog_passes``.
+
+A bug fails its pass, never the loop or the process (safety invariant 10): anything but
+an SbpsError that escapes a pass becomes a failed pass in the status (``Status.bug``,
+logged once with its traceback by ``failures.PassFailures``), and the next pass follows
+after a backoff. A staging task that fails with a bug fails its image the same way.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from sbps.backends import TargetBackend
 from sbps.config import Config
 from sbps.desired import DesiredState
 from sbps.errors import InputError, SbpsError
+from sbps.failures import PassFailures
 from sbps.lifecycle import Lifecycle
 from sbps.model import DesiredImage
 from sbps.plan import PlanInput, plan, retiring
@@ -75,6 +81,8 @@ class Reconciler:
         self.adoption = Adoption(cfg.reconcile.state_dir, cfg.stage.cache_dir,
                                  keep_backing=cfg.target.adopt_keep_backing,
                                  quiet=min(cfg.reconcile.retire_grace, 300.0), clock=clock)
+        interval = cfg.reconcile.interval
+        self.failures = PassFailures(min(cfg.reconcile.backoff_initial, interval), interval)
         self._portals = frozenset(_portal(p, cfg.target.port) for p in cfg.target.portals) \
             or frozenset({Portal("0.0.0.0", cfg.target.port)})
 
@@ -97,8 +105,11 @@ class Reconciler:
         if first_pass:
             await self.run_pass()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_wait())
+            if delay := self.failures.delay():
+                await asyncio.sleep(delay)  # the last pass failed with a bug: back off
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._next_wait())
             await self.run_pass()
 
     def _next_wait(self) -> float:
@@ -124,7 +135,20 @@ class Reconciler:
         async with self._pass_lock:
             # Triggers that arrive from here on cause exactly one more pass.
             self._wake.clear()
-            return await self._pass()
+            try:
+                status = await self._pass()
+            except Exception as exc:  # a bug fails this pass, not the process
+                return await self._failed(exc)
+            self.failures.succeeded()
+            return status
+
+    async def _failed(self, exc: Exception) -> Status:
+        reason = self.failures.record(exc)
+        self.status = replace(self.status, passes=self.status.passes + 1,
+                              last_pass_at=self.clock(), errors=(reason,), bug=reason)
+        async with self._pass_done:
+            self._pass_done.notify_all()
+        return self.status
 
     async def _pass(self) -> Status:
         started = self.clock()
@@ -169,7 +193,7 @@ class Reconciler:
             images=self.lifecycle.status(), problems=view.problems + self.desired.pe_problems,
             notes=last_plan.notes, target=target,
             last_report=report, last_plan=last_plan, errors=tuple(errors),
-            sessions=sessions)
+            sessions=sessions, bug="")
         level = logging.INFO if report.results or errors else logging.DEBUG
         log.log(level, "pass %d finished in %.3f s: %d actions, %d failed%s",
                 self.status.passes, self.status.last_pass_seconds, len(report.results),
@@ -197,8 +221,9 @@ class Reconciler:
                 now = self.clock()
                 try:
                     stats = await self._on_backend(self.backend.stats, None)
-                except SbpsError as exc:
-                    log.warning("reading the LUN counters failed: %s", exc)
+                except Exception as exc:  # a scrape must not fail on a bug
+                    log.warning("reading the LUN counters failed: %s", exc,
+                                exc_info=not isinstance(exc, SbpsError))
                 else:
                     self.status = replace(self.status, stats=stats, stats_at=now)
         return self.status
@@ -280,6 +305,10 @@ class Reconciler:
             await self.stager.stage(image, in_use=self._in_use())
         except SbpsError as exc:
             self.lifecycle.failed(image, exc.code, str(exc))
+        except Exception as exc:  # a bug fails this image, not the daemon
+            log.error("staging %s failed with a bug: %r", image.identity.name, exc,
+                      exc_info=exc, extra={"image": image.identity.name, "code": "bug"})
+            self.lifecycle.failed(image, "bug", f"{type(exc).__name__}: {str(exc)[:200]}")
         else:
             self.trigger(f"staged {image.identity.name}")
         finally:

@@ -3,6 +3,8 @@
 Owns every boto3 call made by sbps (catalog, stager, claims, image builder). Calls are
 blocking; async callers run them in executors. botocore errors become sbps.errors,
 temporary (timeouts, resets, 5xx, throttling) or permanent (4xx), naming the object.
+Every field read from an answer (ETag, Content-Length, a listing's Key and Size) is
+checked: a missing or malformed one is a DecodeError (``bad_header``) for that object.
 Must not know about images, LUNs or the target.
 """
 
@@ -19,6 +21,7 @@ import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
 from sbps.config import S3Config
+from sbps.decode import DecodeError
 from sbps.errors import InputError, SbpsError, UpstreamPermanentError, UpstreamTemporaryError
 from sbps.model import ObjectInfo, S3Url
 
@@ -139,6 +142,30 @@ def translate(exc: Exception, operation: str, url: S3Url | str) -> SbpsError:
     return UpstreamPermanentError(f"{what}: {exc}", code="s3_refused")
 
 
+_ETAG = re.compile(r'^"?([A-Za-z0-9-]{1,128})"?$')
+
+
+def etag_of(r: Any, what: object) -> str:
+    """The ETag of an S3 answer, without quotes; DecodeError when missing or malformed."""
+    value = r.get("ETag") if isinstance(r, dict) else None
+    m = _ETAG.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise DecodeError("s3_header", str(what), f"ETag {str(value)[:80]!r} is missing or "
+                          "not an S3 ETag", code="bad_header")
+    return m.group(1)
+
+
+def size_of(r: Any, what: object, name: str = "ContentLength") -> int:
+    """A byte count of an S3 answer; DecodeError when missing, negative or not a number."""
+    value = r.get(name) if isinstance(r, dict) else None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DecodeError("s3_header", str(what), f"{name} {str(value)[:40]!r} is missing "
+                          "or not a byte count", code="bad_header")
+    return value
+
+
 def endpoint_of(cfg: S3Config) -> str:
     return cfg.endpoint or f"{cfg.proto}://{cfg.host}"
 
@@ -167,12 +194,12 @@ class S3:
         """Size and ETag; with ``part_number=1`` also the multipart layout (PartsCount and
         the size of part 1), in a second request."""
         r = self._call("head_object", url)
-        info = ObjectInfo(url, str(r["ETag"]).strip('"'), int(r["ContentLength"]))
+        info = ObjectInfo(url, etag_of(r, url), size_of(r, url))
         if not part_number:
             return info
         p = self._call("head_object", url, PartNumber=part_number)
-        parts = int(p.get("PartsCount") or 0)
-        part_size = int(p["ContentLength"]) if parts else 0
+        parts = size_of(p, url, "PartsCount") if p.get("PartsCount") else 0
+        part_size = size_of(p, url) if parts else 0
         return ObjectInfo(url, info.etag, info.size, parts, part_size)
 
     def get_bytes(self, url: S3Url, *, max_bytes: int = 16 * 2**20,
@@ -180,20 +207,24 @@ class S3:
         """A small object's body and ETag (manifests, claims). Refuses oversized objects."""
         extra = {"IfMatch": f'"{if_match}"'} if if_match else {}
         r = self._call("get_object", url, **extra)
-        if int(r.get("ContentLength", 0)) > max_bytes:
+        expected = size_of(r, url) if r.get("ContentLength") is not None else None
+        if (expected or 0) > max_bytes:
             r["Body"].close()
-            raise UpstreamPermanentError(f"S3 get {url}: larger than {max_bytes} bytes",
-                                         code="too_large")
+            raise DecodeError("s3_object", str(url), f"larger than {max_bytes} bytes",
+                              code="too_large")
+        etag = etag_of(r, url)
         try:
             body = r["Body"].read(max_bytes + 1)
         except Exception as exc:
             raise translate(exc, "get_object", url) from exc
+        if len(body) > max_bytes:
+            raise DecodeError("s3_object", str(url), f"larger than {max_bytes} bytes",
+                              code="too_large")
         # read(amt) does not check the length: a connection closed early gives a short body.
-        expected = r.get("ContentLength")
-        if expected is not None and len(body) != int(expected):
+        if expected is not None and len(body) != expected:
             raise UpstreamTemporaryError(f"S3 get {url}: {len(body)} of {expected} bytes "
                                          "received", code="s3_unavailable")
-        return body, str(r["ETag"]).strip('"')
+        return body, etag
 
     def get_range(self, url: S3Url, start: int, end: int, *, if_match: str) -> Iterator[bytes]:
         """Stream bytes start..end (inclusive) of one version of an object."""
@@ -214,7 +245,7 @@ class S3:
         if content_type:
             extra["ContentType"] = content_type
         r = self._call("put_object", url, Body=body, **extra)
-        return str(r["ETag"]).strip('"')
+        return etag_of(r, url)
 
     def delete(self, url: S3Url) -> None:
         self._call("delete_object", url)
@@ -228,7 +259,14 @@ class S3:
                 Bucket=bucket, Prefix=prefix)
             for page in pages:
                 for obj in page.get("Contents", []):
-                    yield ObjectInfo(S3Url(bucket, obj["Key"]), str(obj["ETag"]).strip('"'),
-                                     int(obj["Size"]))
+                    where = f"s3://{bucket}/{obj.get('Key')}"
+                    key = obj.get("Key")
+                    if not isinstance(key, str) or not key:
+                        raise DecodeError("s3_header", f"s3://{bucket}/{prefix}", "a listed "
+                                          "object without a key", code="bad_header")
+                    yield ObjectInfo(S3Url(bucket, key), etag_of(obj, where),
+                                     size_of(obj, where, "Size"))
+        except DecodeError:
+            raise
         except Exception as exc:
             raise translate(exc, "list_objects_v2", f"s3://{bucket}/{prefix}") from exc

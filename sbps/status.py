@@ -44,3 +44,6 @@ class Status:
     errors: tuple[str, ...] = ()
     sessions: tuple[str, ...] = ()
     """Initiators logged in to this worker's target at the end of the pass."""
+    bug: str = ""
+    """Why the last pass failed with a bug (an exception that is not an SbpsError); the
+    rest of the snapshot is the one of the pass before."""

@@ -1,15 +1,20 @@
 """Supervised, named asyncio tasks: created in one place, watched, stopped with a deadline.
 
 Owns task lifetime only. If a long-lived task ends (it should run until cancelled) or
-raises, the supervisor records why and sets ``failed`` so the daemon stops cleanly and
-exits non-zero, letting systemd restart it. Must not know what the tasks do.
+raises, the supervisor logs why with the traceback. A task started with ``restart`` is
+started again from it after a backoff (1 s doubling up to 60 s; counted in ``restarts``):
+the process does not end because a task died (safety invariant 10, which overrides the
+older "a dead task stops the daemon" rule). A task without ``restart`` sets ``failed``
+and ``reason``, so the daemon stops and exits non-zero, letting systemd restart it;
+the daemon withdraws no DNS records then. Must not know what the tasks do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections import Counter
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -20,27 +25,43 @@ class Supervisor:
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.failed = asyncio.Event()
         self.reason = ""
+        self.restarts: Counter[str] = Counter()
+        self._stopping = False
 
-    def start(self, name: str, coro: Coroutine[Any, Any, Any], *,
-              oneshot: bool = False) -> asyncio.Task[Any]:
+    def start(self, name: str, coro: Coroutine[Any, Any, Any], *, oneshot: bool = False,
+              restart: Callable[[], Coroutine[Any, Any, Any]] | None = None,
+              ) -> asyncio.Task[Any]:
         """Start a named task. A long-lived task must run until cancelled; a ``oneshot``
-        task may finish, but must not raise."""
+        task may finish, but must not raise. ``restart`` makes a new coroutine for the
+        task when it dies."""
         task = asyncio.create_task(coro, name=name)
         self.tasks[name] = task
-        task.add_done_callback(lambda t: self._done(t, oneshot))
+        task.add_done_callback(lambda t: self._done(t, oneshot, restart))
         return task
 
-    def _done(self, task: asyncio.Task[Any], oneshot: bool) -> None:
-        if task.cancelled():
+    def _done(self, task: asyncio.Task[Any], oneshot: bool,
+              restart: Callable[[], Coroutine[Any, Any, Any]] | None = None) -> None:
+        if task.cancelled() or self._stopping:
             return
         exc = task.exception()
         if oneshot and exc is None:
             return
-        why = f"task {task.get_name()} " + (f"died: {exc!r}" if exc else "ended unexpectedly")
+        name = task.get_name()
+        why = f"task {name} " + (f"died: {exc!r}" if exc else "ended unexpectedly")
+        if restart is not None:
+            self.restarts[name] += 1
+            delay = min(60.0, 2.0 ** (self.restarts[name] - 1))
+            log.error("%s; restarting it in %.0f s", why, delay, exc_info=exc)
+            asyncio.get_running_loop().call_later(delay, self._restart, name, restart)
+            return
         if not self.failed.is_set():
             self.reason = why
             log.error("%s; stopping", why, exc_info=exc)
             self.failed.set()
+
+    def _restart(self, name: str, restart: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        if not self._stopping:
+            self.start(name, restart(), restart=restart)
 
     def describe(self) -> list[dict[str, Any]]:
         out = []
@@ -50,11 +71,12 @@ class Supervisor:
                 state = "cancelled"
             elif task.done():
                 state = "failed" if task.exception() else "done"
-            out.append({"name": name, "state": state})
+            out.append({"name": name, "state": state, "restarts": self.restarts[name]})
         return out
 
     async def stop(self, deadline: float) -> bool:
         """Cancel every task and wait up to ``deadline`` seconds; False if some hung."""
+        self._stopping = True
         for task in self.tasks.values():
             task.cancel()
         if not self.tasks:

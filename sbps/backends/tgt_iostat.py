@@ -31,6 +31,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from sbps import decode
+from sbps.errors import SbpsError
+
 log = logging.getLogger(__name__)
 
 SOCKET_PREFIX = "/var/run/tgtd/socket"
@@ -149,13 +152,14 @@ class IoThreads:
         if self.state_file is None:
             return
         try:
-            doc = json.loads(self.state_file.read_bytes()[:1 << 20])
+            doc = decode.loads(self.state_file.read_bytes(), "state", str(self.state_file),
+                               max_bytes=1 << 20, expect=dict)
             if [doc["pid"], doc["start"]] == list(owner):
                 self._luns = {int(k): frozenset(int(t) for t in v)
                               for k, v in doc["luns"].items()}
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        except (OSError, SbpsError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("ignoring %s (tgt I/O thread map): %s", self.state_file, exc)
 
     def _save(self) -> None:

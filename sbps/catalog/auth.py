@@ -10,9 +10,6 @@ a raw JWT or SPIRE's JSON output, a list of protobuf messages such as
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import os
 import re
@@ -23,10 +20,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sbps.config import CatalogConfig
+from sbps.decode import DecodeError, jwt_payload, loads
 from sbps.errors import ConfigError, UpstreamPermanentError, UpstreamTemporaryError
 
 log = logging.getLogger(__name__)
 
+#: The largest token file read (a JWT is a few kB).
+MAX_TOKEN = 64 * 2**10
 #: A token whose expiry is unknown is re-fetched after this many seconds.
 UNKNOWN_EXPIRY_TTL = 60.0
 #: Fetch a new token this long before the cached one expires (capped at half its life).
@@ -68,11 +68,15 @@ class TokenFile:
         if stamp != self._stamp or self._token is None:
             try:
                 with open(self.path, encoding="utf-8") as fh:
-                    text = fh.read().strip()
+                    text = fh.read(MAX_TOKEN + 1).strip()
             except (OSError, UnicodeDecodeError) as exc:
                 raise UpstreamPermanentError(
                     f"catalog.token_file {self.path}: cannot read: {exc}",
                     code="token_unavailable") from exc
+            if len(text) > MAX_TOKEN:
+                raise UpstreamPermanentError(
+                    f"catalog.token_file {self.path}: larger than {MAX_TOKEN} bytes",
+                    code="token_unavailable")
             if not text or any(c.isspace() for c in text):
                 raise UpstreamPermanentError(
                     f"catalog.token_file {self.path}: expected one token on one line",
@@ -91,15 +95,11 @@ class TokenFile:
 
 def jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim of a JWT (seconds since the epoch), without verifying it."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (binascii.Error, ValueError):
+        claims = jwt_payload(token)
+    except DecodeError:  # not a JWT, or its payload is unreadable: expiry unknown
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    exp = claims.get("exp")
     if isinstance(exp, (int, float)) and not isinstance(exp, bool):
         return float(exp)
     return None
@@ -119,9 +119,9 @@ def select_token(output: str, svid_pattern: str = "") -> str:
             raise ValueError("expected one JWT or SPIRE JSON output")
         return text
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"output is not valid JSON: {exc}") from None
+        doc = loads(text, "token", "token command output", max_bytes=1 << 20)
+    except DecodeError as exc:
+        raise ValueError(f"output rejected: {exc.reason} ({exc.code})") from None
     messages = doc if isinstance(doc, list) else [doc]
     svids: list[dict[str, Any]] = []
     for message in messages:

@@ -25,6 +25,7 @@ from sbps.catalog.rootfs import Outcome, RootfsTracker, S3Runner
 from sbps.catalog.rules import PE_PREFIX, decide, is_pe_object, registered_pe
 from sbps.catalog.snapshot import CatalogSnapshot, ProblemLog, image_key
 from sbps.config import Config
+from sbps.decode import DecodeError
 from sbps.errors import InputError, SbpsError
 from sbps.identity import PeMode
 from sbps.model import ImageRecord, ObjectInfo, Problem
@@ -42,6 +43,7 @@ class _Listing:
     unlabelled: set[str] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    anonymous: bool = False  # a record whose id could not be read: any image may be it
 
 
 class Catalog:
@@ -126,9 +128,15 @@ class Catalog:
         out = _Listing()
         seen: set[str] = set()
         for index, item in enumerate(raw):
+            if isinstance(item, DecodeError):  # too deep or not JSON: no id to name it by
+                out.problems.append(Problem(f"record[{index}]", "record", item.reason,
+                                            item.code))
+                out.anonymous = True
+                continue
             ims_id = record_id(item, index)
             if isinstance(ims_id, Problem):
                 out.problems.append(ims_id)
+                out.anonymous = True
                 continue
             if ims_id in seen:
                 out.problems.append(Problem(ims_id, "id", "listed twice; the first record is "
@@ -183,9 +191,13 @@ class Catalog:
         if ims_ok:
             wanted = {i: r for i, r in listing.records.items()
                       if not self._is_registration(r, registered)}
-            for ims_id in set(tracker.entries) - set(wanted) - listing.broken:
+            # An image is forgotten only when the listing positively lacks it: with a record
+            # that could not be read at all, every image not listed may be that record.
+            doubt = set(tracker.entries) - listing.unlabelled if listing.anonymous \
+                else listing.broken
+            for ims_id in set(tracker.entries) - set(wanted) - doubt:
                 tracker.forget(ims_id)
-            held = [i for i in listing.broken if i in tracker.entries]
+            held = [i for i in doubt if i in tracker.entries and i not in wanted]
         else:
             wanted, held = {}, list(tracker.entries)
         ids = list(wanted) + held

@@ -3,14 +3,15 @@
 Owns the HTTP exchange with IMS (aiohttp): URL, timeout, TLS, bearer token, and retries
 with exponential backoff and jitter on connection errors, timeouts, 5xx and unreadable
 JSON (an upstream outage), never on 4xx. Errors become sbps.errors naming the request.
-Returns decoded JSON (``get_record`` parses one record through ``parse``). Must not
-decide what to project.
+Returns JSON decoded within size and depth limits (``sbps.decode``): in the image list an
+item that cannot be decoded is replaced by its DecodeError, so one record never hides the
+others (``get_record`` parses one record through ``parse``). Must not decide what to
+project.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import re
@@ -23,6 +24,7 @@ import aiohttp
 from sbps.catalog.auth import TokenProvider
 from sbps.catalog.parse import parse_record
 from sbps.config import CatalogConfig
+from sbps.decode import MAX_DEPTH, DecodeError, items, loads
 from sbps.errors import InputError, UpstreamPermanentError, UpstreamTemporaryError
 from sbps.model import ImageRecord, Problem
 
@@ -107,8 +109,9 @@ class ImsClient:
         return self._session
 
     async def list_images(self) -> list[Any]:
-        """Every image record as decoded JSON; IMS answers a list."""
-        doc = await self.request("GET", self.url)
+        """Every image record as decoded JSON; IMS answers a list. An item that cannot be
+        decoded (too deep, not JSON) is its ``DecodeError`` in the list."""
+        doc = await self.request("GET", self.url, listing=True)
         if not isinstance(doc, list):
             raise ImsUnavailable(f"IMS GET {self.url}: expected a list of images, got "
                                  f"{type(doc).__name__}", code="ims_garbage")
@@ -157,12 +160,14 @@ class ImsClient:
         return await self.request("PATCH", f"{self.url}/{check_id(image_id)}",
                                   body={"link": link})
 
-    async def request(self, method: str, url: str, *, body: Any = None) -> Any:
-        """One request with retries; returns the decoded JSON body (None when empty)."""
+    async def request(self, method: str, url: str, *, body: Any = None,
+                      listing: bool = False) -> Any:
+        """One request with retries; returns the decoded JSON body (None when empty).
+        ``listing`` decodes a list item by item (``sbps.decode.items``)."""
         attempt = 0
         while True:
             try:
-                return await self._once(method, url, body)
+                return await self._once(method, url, body, listing)
             except UpstreamTemporaryError as exc:
                 if attempt >= self.retries:
                     raise
@@ -173,7 +178,7 @@ class ImsClient:
                             extra={"url": url, "attempt": attempt})
                 await self._sleep(delay)
 
-    async def _once(self, method: str, url: str, body: Any) -> Any:
+    async def _once(self, method: str, url: str, body: Any, listing: bool = False) -> Any:
         what = f"IMS {method} {url}"
         headers = {"Accept": "application/json"}
         token = await self.auth.token()
@@ -199,10 +204,15 @@ class ImsClient:
         if not raw.strip():
             return None
         try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ImsUnavailable(f"{what}: answer is not JSON: {exc}",
-                                 code="ims_garbage") from exc
+            if listing:
+                return items(raw, "ims", "images", max_bytes=_MAX_BODY, max_depth=MAX_DEPTH)
+            return loads(raw, "ims", url.rsplit("/", 1)[-1], max_bytes=_MAX_BODY)
+        except DecodeError as exc:
+            if exc.code in ("not_json", "not_utf8") or listing:
+                # An error page of a proxy, a truncated answer: an outage of IMS.
+                raise ImsUnavailable(f"{what}: answer rejected: {exc.reason}",
+                                     code="ims_garbage") from exc
+            raise
 
 
 def _snippet(raw: bytes) -> str:

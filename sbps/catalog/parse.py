@@ -10,12 +10,12 @@ list the caller passes. Must not do I/O or decide what to project.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from sbps.decode import DecodeError, loads
 from sbps.model import Arch, Artifact, ArtifactType, ImageRecord, Manifest, Problem, S3Url
 from sbps.s3 import parse_url
 
@@ -233,11 +233,9 @@ def parse_manifest(obj: str, body: bytes | str,
     """
     notes: list[Problem] = [] if warnings is None else warnings
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return Problem(obj, "manifest", f"not valid JSON: {str(exc)[:120]}", "bad_json")
-    if not isinstance(doc, dict):
-        return Problem(obj, "manifest", f"expected an object, got {_type(doc)}", "wrong_type")
+        doc = loads(body, "manifest", obj, expect=dict)
+    except DecodeError as exc:  # too large, too deep, not UTF-8, not JSON, not an object
+        return Problem(obj, "manifest", exc.reason, exc.code)
     version = doc.get("version")
     if isinstance(version, (int, float)) and not isinstance(version, bool):
         version = str(version)

@@ -1,7 +1,8 @@
 """The JSON forms of claim objects and key-index objects, parsed at the boundary.
 
 Owns the byte layout of ``.sbps/luns/<id>`` and ``.sbps/keys/<digest>`` (and the claim
-records inside the local journal). Parsing is strict: a body that does not parse, or whose
+records inside the local journal). Bodies are decoded within size and depth limits
+(``sbps.decode``). Parsing is strict: a body that does not parse, or whose
 digest is not the SHA-224 of its identity key, raises InputError naming the object and the
 field, because a claim we cannot read must never be overwritten as if it were free.
 Must not do I/O.
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sbps.decode import loads
 from sbps.errors import InputError
 from sbps.identity import digest as sha224
 from sbps.model import Claim
@@ -103,10 +105,8 @@ def claim_from_dict(d: Any, where: str, lun_id: int | None = None) -> Claim:
 
 
 def _load(body: bytes, where: str) -> Any:
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(where, "body", f"not JSON: {exc}") from exc
+    # A claim is about 400 bytes; DecodeError is an InputError naming the object.
+    return loads(body, "claim", where, max_bytes=1 << 20)
 
 
 def claim_from_bytes(body: bytes, where: str, lun_id: int | None = None) -> Claim:

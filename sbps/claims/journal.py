@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sbps.claims.codec import claim_from_dict, claim_to_dict
+from sbps.decode import loads
 from sbps.errors import InputError
 from sbps.model import Claim
 
@@ -58,7 +59,8 @@ class Journal:
         if path is None or not path.exists():
             return journal
         try:
-            data = json.loads(path.read_bytes())
+            data = loads(path.read_bytes(), "state", str(path), max_bytes=64 * 2**20,
+                         expect=dict)
             if data.get("version") != VERSION or data.get("bucket") != bucket:
                 log.warning("claims journal is for another bucket or version; ignoring it",
                             extra={"path": str(path), "bucket": data.get("bucket")})
@@ -69,6 +71,7 @@ class Journal:
             for dig, rec in data.get("index", {}).items():
                 journal.index[str(dig)] = IndexEntry(int(rec["lun_id"]), rec.get("etag"))
         except (OSError, ValueError, TypeError, KeyError, AttributeError, InputError) as exc:
+            # InputError includes DecodeError: too large, too deep, not JSON, not an object
             log.warning("claims journal unreadable (%s); starting empty", exc,
                         extra={"path": str(path)})
             return cls(path, bucket)

@@ -24,6 +24,7 @@ import dns.rdata
 import dns.rdataclass
 
 from sbps.config import Config
+from sbps.decode import DecodeError, loads
 from sbps.dns import records
 from sbps.dns.addresses import network_addresses
 from sbps.dns.records import NetRecords, Ownership
@@ -72,7 +73,7 @@ class _Api:
             async with self.session.request(method, url, json=body) as resp:
                 text = await resp.text()
                 if resp.status < 300:
-                    return await resp.json(content_type=None) if text else None
+                    return loads(text, "pdns", f"{method} {url}") if text else None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamTemporaryError(f"dns: PowerDNS API {method} {url} failed: "
                                          f"{exc or type(exc).__name__}") from exc
@@ -88,7 +89,7 @@ class _Api:
 
     async def rrsets(self, zone: str) -> Rrsets:
         data = await self.call("GET", f"/zones/{zone}")
-        return {(r["name"].lower(), r["type"]): r for r in data.get("rrsets", [])}
+        return {(r["name"].lower(), r["type"]): r for r in _rrsets(data, zone)}
 
     async def patch(self, zone: str, rrsets: list[dict[str, Any]]) -> bool:
         """False when the server failed (5xx): the caller reads again and retries."""
@@ -98,6 +99,33 @@ class _Api:
             log.info("%s; reading again", exc)
             return False
         return True
+
+
+def _rrsets(data: Any, zone: str) -> list[dict[str, Any]]:
+    """The rrsets of a zone answer, every field the registrar reads checked for its type."""
+    where = f"zone {zone}"
+    sets = data.get("rrsets", []) if isinstance(data, dict) else None
+    if not isinstance(sets, list):
+        raise DecodeError("pdns", where, "expected an object with a list of rrsets",
+                          code="wrong_type")
+    for n, r in enumerate(sets):
+        ok = (isinstance(r, dict) and isinstance(r.get("name"), str)
+              and isinstance(r.get("type"), str)
+              and isinstance(r.get("ttl", 0), int) and isinstance(r.get("records", []), list)
+              and all(isinstance(x, dict) and isinstance(x.get("content"), str)
+                      for x in r.get("records", [])))
+        if not ok:
+            raise DecodeError("pdns", f"{where} rrsets[{n}]", "expected name, type, ttl "
+                              "and records with string contents", code="wrong_type")
+    return sets
+
+
+def _zone_names(data: Any) -> tuple[str, ...]:
+    if not isinstance(data, list) or not all(isinstance(z, dict) and
+                                             isinstance(z.get("name"), str) for z in data):
+        raise DecodeError("pdns", "zones", "expected a list of zones with names",
+                          code="wrong_type")
+    return tuple(z["name"] for z in data)
 
 
 def _replace(name: str, rdtype: str, ttl: int, recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -160,7 +188,7 @@ class PdnsRegistrar:
 
     async def _zone(self, api: _Api, name: str) -> str:
         if name not in self._zones:
-            zones = self.cfg.dns.zones or tuple(z["name"] for z in await api.call("GET", "/zones"))
+            zones = self.cfg.dns.zones or _zone_names(await api.call("GET", "/zones"))
             zone = records.zone_from_list(name, zones)
             if zone is None:
                 where = "dns.zones" if self.cfg.dns.zones else f"PowerDNS at {self.base}"

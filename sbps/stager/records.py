@@ -15,6 +15,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sbps.decode import DecodeError, loads
 from sbps.stager.layout import fsync_dir
 
 RECORD_VERSION = 1
@@ -60,10 +61,10 @@ def read_record(path: str) -> Record | None:
     """The record, or None when it is missing or unreadable (the file is then unverified)."""
     try:
         with open(path, "rb") as fh:
-            raw: dict[str, Any] = json.loads(fh.read(65536))
+            raw: dict[str, Any] = loads(fh.read(65536), "state", path, expect=dict)
         raw["checks"] = tuple(raw.get("checks", ()))
         return Record(**raw)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, DecodeError):
         return None
 
 
@@ -103,19 +104,19 @@ class ProgressLog:
         except FileNotFoundError:
             return None
         try:
-            if json.loads(lines[0]) != self.header:
+            if loads(lines[0], "state", self.path) != self.header:
                 return None
-        except ValueError:
+        except DecodeError:
             return None
         progress = Progress()
         for line in lines[1:]:
             try:
-                item = json.loads(line)
+                item = loads(line, "state", self.path, expect=dict)
                 if "chunk" in item:
                     progress.chunks.add(int(item["chunk"]))
                 elif "part" in item:
                     progress.parts[int(item["part"])] = str(item["md5"])
-            except (ValueError, TypeError, KeyError):
+            except (ValueError, TypeError, KeyError, DecodeError):
                 break
         return progress
 

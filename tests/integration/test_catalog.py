@@ -115,7 +115,9 @@ async def test_malformed_records_skipped_good_image_proceeds(
     rootfs = f"s3://{s3_bucket}/{good.ims_id}/rootfs"
     bad = {
         record("no-etag", manifest_with(rootfs, None)): "no_etag",
-        record("bad-json", b"{oops"): "bad_json",
+        record("bad-json", b"{oops"): "not_json",
+        record("nested", b'{"artifacts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"):
+            "too_deep",
         record("no-rootfs", json.dumps({"version": "1", "artifacts": []}).encode()):
             "no_rootfs",
         record("unsafe", manifest_with(f"s3://{s3_bucket}/a/../../etc", "x1")): "unsafe_key",
@@ -400,3 +402,46 @@ async def test_tenant_label_fills_desired_image_tenant(make_catalog: Any,
         assert (await catalog.scan()).by_key()[one.ims_id].tenant is None
     finally:
         await close(catalog)
+
+
+def nested(depth: int) -> str:
+    return '{"id": "nested", "metadata": ' + "[" * depth + "]" * depth + "}"
+
+
+async def test_nested_record_is_a_problem_and_the_others_project(
+        ims_server: IMSServer, make_catalog: Any, upload_ims_image: Upload) -> None:
+    # Issue 20 item 1: a record nested 100,000 deep raised RecursionError out of the pass.
+    a, b = upload_ims_image("a"), upload_ims_image("b")
+    catalog = make_catalog()
+    try:
+        assert ids(await catalog.scan()) == {a.ims_id, b.ims_id}
+        ims_server.faults(list_extra=nested(100_000), count=100)
+        snap = await catalog.scan()
+        assert snap.ims_ok and ids(snap) == {a.ims_id, b.ims_id}
+        assert codes(snap)["record[2]"] == "too_deep", snap.problems
+        # With a record nobody can name, a record missing from the list may be that one:
+        # its image is held, not removed.
+        ims_server.delete(b.ims_id)
+        snap = await catalog.scan()
+        assert ids(snap) == {a.ims_id, b.ims_id} and not snap.absent
+        ims_server.clear_faults()
+        snap = await catalog.scan()
+        assert ids(snap) == {a.ims_id} and snap.absent == {b.ims_id}
+        assert "record[2]" not in codes(snap)
+    finally:
+        await close(catalog)
+
+
+async def test_head_without_content_length_is_a_problem_of_that_image(
+        make_catalog: Any, upload_ims_image: Upload, proxy: FaultProxy) -> None:
+    # Issue 20 item 1: a HEAD answer without Content-Length raised KeyError out of the pass.
+    a, b = upload_ims_image("a"), upload_ims_image("b")
+    proxy.add(Fault(method="HEAD", path=f"{a.ims_id}/rootfs", count=100,
+                    strip_headers=("Content-Length",)))
+    catalog = make_catalog()
+    try:
+        snap = await catalog.scan()
+    finally:
+        await close(catalog)
+    assert ids(snap) == {b.ims_id}
+    assert codes(snap)[a.ims_id] == "bad_header", snap.problems

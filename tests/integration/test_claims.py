@@ -205,3 +205,15 @@ def test_verify_compares_exported_luns_with_s3(
     wrong = {a.lun_id: IDENTS[1].name}
     assert {p.code for p in w1.verify(wrong)} == {"claim_mismatch", "held_not_exported"}
 
+
+
+def test_a_nested_claim_object_is_left_alone_and_the_others_claim(
+        s3: S3, s3_bucket: str, worker: Callable[..., ClaimRegistry]) -> None:
+    # Issue 20 item 1: a claim object nested 20,000 deep raised RecursionError.
+    reg = worker("w1")
+    taken = reg.candidate(IDENTS[0])
+    s3.client.put_object(Bucket=s3_bucket, Key=f".sbps/luns/{taken}",
+                         Body=b"[" * 20_000 + b"]" * 20_000)  # under the size limit
+    got = {i.key: reg.claim(i).lun_id for i in IDENTS[:4]}
+    assert taken not in got.values() and len(set(got.values())) == 4
+    assert worker("w2").claim(IDENTS[0]).lun_id == got[IDENTS[0].key]

@@ -153,6 +153,21 @@ def test_tenant_map_toml_and_json(tmp_path: Path) -> None:
             load_tenant_map(str(path))
 
 
+@pytest.mark.parametrize(("name", "text", "code"), [
+    ("tenants.toml", "x = " + "[" * 100_000 + "]" * 100_000, "too_deep"),
+    ("tenants.json", '{"tenants": ' + "[" * 100_000 + "]" * 100_000 + "}", "too_deep"),
+    ("tenants.json", "[]", "wrong_type"),
+    ("tenants.toml", "x = 1\n" + "#" * (16 * 2**20), "too_large"),
+])
+def test_a_hostile_tenant_map_is_a_config_error_not_a_crash(
+        tmp_path: Path, name: str, text: str, code: str) -> None:
+    # Issue 20 item 1: a nested tenant map raised RecursionError out of the pass.
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"\\({code}\\)"):
+        load_tenant_map(str(path))
+
+
 def test_access_source_rereads_on_change_and_keeps_the_last_good_map(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "tenants.toml"

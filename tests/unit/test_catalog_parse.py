@@ -159,9 +159,11 @@ def test_good_manifest() -> None:
 
 
 @pytest.mark.parametrize(("body", "field", "code"), [
-    (b"{not json", "manifest", "bad_json"),
-    (b"\xff\xfe", "manifest", "bad_json"),
+    (b"{not json", "manifest", "not_json"),
+    (b"\xff\xfe", "manifest", "not_utf8"),
     (b"[]", "manifest", "wrong_type"),
+    (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "manifest", "too_deep"),
+    (b'{"a": "' + b"x" * (16 * 2**20) + b'"}', "manifest", "too_large"),
     (manifest(), "manifest.artifacts", "no_rootfs"),
     (json.dumps({"version": "1.0"}).encode(), "manifest.artifacts", "no_rootfs"),
     (manifest(artifacts="x"), "manifest.artifacts", "wrong_type"),

@@ -38,3 +38,22 @@ async def test_stop_cancels_within_the_deadline() -> None:
     sup.start("loop", asyncio.sleep(3600))
     assert await sup.stop(2)
     assert [t["state"] for t in sup.describe()] == ["cancelled"]
+
+
+async def test_a_task_with_restart_is_restarted_and_does_not_fail_the_daemon() -> None:
+    sup = Supervisor()
+    runs: list[int] = []
+    again = asyncio.Event()
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("planted bug")
+        again.set()
+        await asyncio.sleep(3600)
+
+    sup.start("reconciler", flaky(), restart=flaky)
+    await asyncio.wait_for(again.wait(), 10)
+    assert not sup.failed.is_set() and sup.restarts["reconciler"] == 1
+    assert sup.describe() == [{"name": "reconciler", "state": "running", "restarts": 1}]
+    assert await sup.stop(2)
