@@ -31,6 +31,7 @@ from sbps.config import TargetConfig
 from sbps.decode import DecodeError, loads, loads_toml
 from sbps.errors import ConfigError
 from sbps.model import DesiredImage
+from sbps.rejections import Rejections
 from sbps.target_state import AccessMode, AccessSpec, Chap, Secret
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def _tenant_chap(path: str, where: str, body: dict[str, Any]) -> ChapFiles | Non
     return ChapFiles(full[0], full[1], full[2], full[3], key=f"{where}.chap_user_file")
 
 
-def load_tenant_map(path: str) -> TenantMap:
+def load_tenant_map(path: str, rejections: Rejections | None = None) -> TenantMap:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
@@ -142,9 +143,13 @@ def load_tenant_map(path: str) -> TenantMap:
         data = loads(raw, "tenant_map", path, expect=dict) if path.endswith(".json") \
             else loads_toml(raw, "tenant_map", path)
     except DecodeError as exc:  # too large, too deep, not UTF-8, not JSON/TOML, not a table
+        if rejections is not None:
+            rejections.reject("tenant_map", exc)
         raise ConfigError("target.tenant_map_file", path, f"not valid "
                           f"{'JSON' if path.endswith('.json') else 'TOML'}: {exc.reason} "
                           f"({exc.code})") from None
+    if rejections is not None:
+        rejections.accepted("tenant_map", path)
     return parse_tenant_map(path, data)
 
 
@@ -169,8 +174,9 @@ class AccessSource:
     the last good map when the file turns unreadable or invalid (logged); raises only when
     no good map was ever read."""
 
-    def __init__(self, target: TargetConfig) -> None:
+    def __init__(self, target: TargetConfig, rejections: Rejections | None = None) -> None:
         self.target = target
+        self.rejections = rejections
         self._seen: _Seen | None = None
         self._unknown: tuple[str, ...] = ()
         #: The policy of the latest ``policy()`` call, for readers on the event loop (the
@@ -190,7 +196,7 @@ class AccessSource:
             st = os.stat(path)
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
             if self._seen is None or self._seen.stamp != stamp:
-                tenants = load_tenant_map(path)
+                tenants = load_tenant_map(path, self.rejections)
                 self._seen = _Seen(stamp, tenants)
                 log.info("tenant map read: %d tenants, %d nodes", len(tenants.tenants),
                          len(tenants.nodes), extra={"path": path})

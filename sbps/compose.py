@@ -17,6 +17,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from sbps import __version__, access
+from sbps.access_files import AccessSource
 from sbps.backends import TargetBackend, make_backend
 from sbps.catalog import Catalog, ImsClient, make_auth
 from sbps.claims import ClaimRegistry, Settings, journal_path
@@ -36,6 +37,7 @@ from sbps.identity import target_iqn
 from sbps.metrics import CacheStats, SbpsCollector, StagingStats
 from sbps.ports import Gate, Registrar
 from sbps.reconciler import Reconciler
+from sbps.rejections import Rejections
 from sbps.s3 import S3, read_credentials
 from sbps.stager import Stager
 from sbps.supervisor import Supervisor
@@ -56,6 +58,7 @@ class Components:
     gate: Gate
     registrar: Registrar
     reconciler: Reconciler
+    rejections: Rejections
 
     async def close(self) -> None:
         await self.reconciler.close()
@@ -77,12 +80,13 @@ async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
         iqn = target_iqn(hostname, cfg.target.iqn_prefix)
     except ValueError as exc:
         raise ConfigError("node.hostname", hostname, str(exc)) from None
+    rejections = Rejections()
     s3 = S3(cfg.s3, read_credentials(cfg.s3.credential_file))
-    ims = ImsClient(cfg.catalog, make_auth(cfg.catalog))
+    ims = ImsClient(cfg.catalog, make_auth(cfg.catalog, rejections))
     catalog = Catalog(cfg, ims, s3)
     stager = Stager(cfg.stage, s3)
     claims = ClaimRegistry(s3, cfg.s3.bucket, hostname, Settings.from_config(cfg.target),
-                           journal_path(cfg.reconcile.state_dir))
+                           journal_path(cfg.reconcile.state_dir), rejections=rejections)
     backend = make_backend(cfg, iqn)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, backend.open)
@@ -93,12 +97,12 @@ async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
         log.warning("cache: %s %s: %s", problem.obj, problem.code, problem.reason)
     if cfg.stage.rehash_on_start:
         supervisor.start("rehash", stager.rehash_all(), oneshot=True)
-    registrar = make_registrar(cfg, hostname)
+    registrar = make_registrar(cfg, hostname, rejections)
     reconciler = Reconciler(cfg, iqn, catalog=catalog, stager=stager, claims=claims,
-                            backend=backend, gate=make_gate(cfg.node, hostname),
-                            registrar=registrar)
+                            backend=backend, gate=make_gate(cfg.node, hostname, rejections),
+                            registrar=registrar, access=AccessSource(cfg.target, rejections))
     c = Components(loaded, hostname, s3, ims, catalog, stager, claims, backend,
-                   reconciler.gate, registrar, reconciler)
+                   reconciler.gate, registrar, reconciler, rejections)
     start_http(c, supervisor)
     return c
 
@@ -146,7 +150,8 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
     collector = SbpsCollector(lambda: r.status, version=__version__,
                               staging=lambda: _staging_stats(c.stager),
                               cache=lambda: _cache_stats(c.stager),
-                              sessions=lambda: {r.iqn: len(r.status.sessions)})
+                              sessions=lambda: {r.iqn: len(r.status.sessions)},
+                              rejections=c.rejections.counts)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
     limits = Limits.from_config(cfg.http)

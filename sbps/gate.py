@@ -15,9 +15,10 @@ from pathlib import Path
 import aiohttp
 
 from sbps.config import NodeConfig
-from sbps.decode import loads
+from sbps.decode import DecodeError, loads
 from sbps.errors import UpstreamPermanentError, UpstreamTemporaryError
 from sbps.ports import AlwaysOpen, Gate
+from sbps.rejections import Rejections
 
 #: The largest Node object read from the Kubernetes API.
 MAX_NODE = 4 * 2**20
@@ -44,7 +45,9 @@ class K8sLabelGate:
 
     name = "k8s-label"
 
-    def __init__(self, cfg: NodeConfig, hostname: str, timeout: float = 10.0) -> None:
+    def __init__(self, cfg: NodeConfig, hostname: str, timeout: float = 10.0,
+                 rejections: Rejections | None = None) -> None:
+        self.rejections = rejections or Rejections()
         key, sep, value = cfg.gate_label.partition("=")
         if not key or not sep:
             raise UpstreamPermanentError(f"node.gate_label {cfg.gate_label!r}: expected "
@@ -82,15 +85,21 @@ class K8sLabelGate:
         except (TimeoutError, aiohttp.ClientError, ssl.SSLError, ValueError) as exc:
             raise UpstreamTemporaryError(f"gate: GET {self.url}: {exc}") from exc
         # A Node object is a few kB; DecodeError (too large, too deep...) is permanent.
-        node = loads(bytes(raw), "k8s", f"node {self.url}", max_bytes=MAX_NODE, expect=dict)
+        try:
+            node = loads(bytes(raw), "k8s", f"node {self.url}", max_bytes=MAX_NODE,
+                         expect=dict)
+        except DecodeError as exc:
+            self.rejections.reject("k8s", exc)
+            raise
+        self.rejections.accepted("k8s", f"node {self.url}")
         metadata = node.get("metadata")
         labels = metadata.get("labels") if isinstance(metadata, dict) else None
         return isinstance(labels, dict) and labels.get(self.key) == self.value
 
 
-def make_gate(cfg: NodeConfig, hostname: str) -> Gate:
+def make_gate(cfg: NodeConfig, hostname: str, rejections: Rejections | None = None) -> Gate:
     if cfg.gate == "file":
         return FileGate(cfg.gate_file)
     if cfg.gate == "k8s-label":
-        return K8sLabelGate(cfg, hostname)
+        return K8sLabelGate(cfg, hostname, rejections=rejections)
     return AlwaysOpen()

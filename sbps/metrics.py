@@ -88,8 +88,11 @@ class SbpsCollector(Collector):
     def __init__(self, source: Callable[[], Status], *, version: str,
                  staging: Callable[[], StagingStats] | None = None,
                  cache: Callable[[], CacheStats] | None = None,
-                 sessions: Callable[[], Mapping[str, int]] | None = None) -> None:
+                 sessions: Callable[[], Mapping[str, int]] | None = None,
+                 rejections: Callable[[], Mapping[tuple[str, str], int]] | None = None
+                 ) -> None:
         self._source = source
+        self._rejections = rejections
         self._version = version
         self._staging = staging
         self._cache = cache
@@ -167,10 +170,14 @@ class SbpsCollector(Collector):
             runs.add_metric([result], self._runs[result])
         yield runs
         rejected = CounterMetricFamily("sbps_documents_rejected", "Documents from outside "
-                                       "(IMS records, manifests, S3 answers) rejected, by "
-                                       "source and reason; each counted once when it "
-                                       "appears.", labels=["source", "reason"])
-        for (source, reason), n in sorted(self._rejected.items()):
+                                       "(IMS records, manifests, S3 answers, claim objects, "
+                                       "Kubernetes and PowerDNS answers, the tenant map, "
+                                       "token output) rejected, by source and reason; each "
+                                       "counted once when it appears.",
+                                       labels=["source", "reason"])
+        every = Counter(self._rejected)
+        every.update(self._rejections() if self._rejections else {})
+        for (source, reason), n in sorted(every.items()):
             rejected.add_metric([source, reason], n)
         yield rejected
         yield self._durations.family("sbps_reconcile_duration_seconds",

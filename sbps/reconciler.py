@@ -55,6 +55,7 @@ OPEN_ACCESS_ATTRIBUTES = OPEN_ATTRIBUTES
 class Reconciler:
     def __init__(self, cfg: Config, iqn: str, *, catalog: Catalog, stager: Stager,
                  claims: Claims, backend: TargetBackend, gate: Gate, registrar: Registrar,
+                 access: AccessSource | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.iqn = iqn
@@ -67,7 +68,7 @@ class Reconciler:
         self.desired = DesiredState(catalog, claims, self.lifecycle,
                                     empty_catalog_passes=cfg.reconcile.empty_catalog_passes,
                                     on_io=self._on_io)
-        self.access = AccessSource(cfg.target)
+        self.access = access or AccessSource(cfg.target)
         self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="sbps-backend")
         self._io = ThreadPoolExecutor(8, thread_name_prefix="sbps-io")
         self._wake = asyncio.Event()

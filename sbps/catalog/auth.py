@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from sbps.config import CatalogConfig
 from sbps.decode import DecodeError, jwt_payload, loads
 from sbps.errors import ConfigError, UpstreamPermanentError, UpstreamTemporaryError
+from sbps.rejections import Rejections
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def select_token(output: str, svid_pattern: str = "") -> str:
     try:
         doc = loads(text, "token", "token command output", max_bytes=1 << 20)
     except DecodeError as exc:
-        raise ValueError(f"output rejected: {exc.reason} ({exc.code})") from None
+        raise ValueError(f"output rejected: {exc.reason} ({exc.code})") from exc
     messages = doc if isinstance(doc, list) else [doc]
     svids: list[dict[str, Any]] = []
     for message in messages:
@@ -151,7 +152,9 @@ class TokenCommand:
     """Runs a command that prints a token; caches it until shortly before its ``exp``."""
 
     def __init__(self, command: str, audience: str, svid_pattern: str = "", *,
-                 timeout: float = 10.0, clock: Callable[[], float] = time.time) -> None:
+                 timeout: float = 10.0, clock: Callable[[], float] = time.time,
+                 rejections: Rejections | None = None) -> None:
+        self.rejections = rejections or Rejections()
         try:
             words = shlex.split(command)
         except ValueError as exc:
@@ -213,12 +216,16 @@ class TokenCommand:
                 f"{what}: exited with {proc.returncode}: {tail[0][:200]}",
                 code="token_unavailable")
         try:
-            return select_token(out.decode("utf-8", "replace"), self.svid_pattern)
+            token = select_token(out.decode("utf-8", "replace"), self.svid_pattern)
         except ValueError as exc:
+            if isinstance(exc.__cause__, DecodeError):
+                self.rejections.reject("token", exc.__cause__)
             raise UpstreamTemporaryError(f"{what}: {exc}", code="token_unavailable") from None
+        self.rejections.accepted("token", "token command output")
+        return token
 
 
-def make_auth(cfg: CatalogConfig) -> TokenProvider:
+def make_auth(cfg: CatalogConfig, rejections: Rejections | None = None) -> TokenProvider:
     """The token provider ``catalog.auth`` names."""
     if cfg.auth == "token-file":
         if not cfg.token_file:
@@ -227,5 +234,5 @@ def make_auth(cfg: CatalogConfig) -> TokenProvider:
         return TokenFile(cfg.token_file)
     if cfg.auth == "command":
         return TokenCommand(cfg.token_command, cfg.token_audience, cfg.token_svid_pattern,
-                            timeout=cfg.timeout)
+                            timeout=cfg.timeout, rejections=rejections)
     return NoAuth()

@@ -21,6 +21,7 @@ from sbps.claims.journal import Entry, Journal
 from sbps.claims.store import ClaimStore
 from sbps.errors import InputError
 from sbps.model import Claim, Identity
+from sbps.rejections import Rejections
 from sbps.s3 import PreconditionFailed
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ class Lost(Exception):
 class Remote:
     def __init__(self, store: ClaimStore, journal: Journal, hostname: str, lun_min: int,
                  lun_max: int, quarantine: float, attempts: int,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], rejections: Rejections | None = None) -> None:
+        self.rejections = rejections or Rejections()
         self.store = store
         self.j = journal
         self.host = hostname
@@ -43,7 +45,14 @@ class Remote:
         self.clock = clock
 
     def read(self, lun_id: int) -> Entry | None:
-        entry = self.store.read_claim(lun_id)
+        """The claim on ``lun_id`` (None: there is none); an unreadable claim object is
+        reported to ``rejections`` once and raised (InputError)."""
+        try:
+            entry = self.store.read_claim(lun_id)
+        except InputError as exc:
+            self.rejections.reject("claim", exc)
+            raise
+        self.rejections.accepted("claim", str(self.store.lun_url(lun_id)))
         if entry is None:
             self.j.drop(lun_id)
         else:
@@ -92,9 +101,7 @@ class Remote:
                 continue
             try:
                 entry = self.read(lun_id)
-            except InputError as exc:
-                log.warning("unreadable claim; its id is left alone: %s", exc,
-                            extra={"lun": lun_id})
+            except InputError:  # reported once by read(); its id is left alone
                 broken.add(lun_id)
                 continue
             if entry is not None:

@@ -46,6 +46,7 @@ from sbps.claims.store import ClaimStore
 from sbps.claims.verify import check
 from sbps.config import TargetConfig
 from sbps.model import Claim, Identity, Problem
+from sbps.rejections import Rejections
 from sbps.s3 import S3
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class ClaimRegistry:
 
     def __init__(self, s3: S3 | None, bucket: str, hostname: str, settings: Settings,
                  journal: str | Path | None, *, clock: Callable[[], float] = time.time,
-                 persist: bool = True) -> None:
+                 persist: bool = True, rejections: Rejections | None = None) -> None:
         if settings.allocation is Allocation.CLAIMS and s3 is None:
             raise ValueError("lun_allocation = claims needs an S3 client")
         self.hostname = hostname
@@ -92,6 +93,7 @@ class ClaimRegistry:
         self._path = Path(journal) if journal is not None else None
         self._persist = persist
         self._clock = clock
+        self._rejections = rejections
         self._lock = threading.RLock()
         self._journal: Journal | None = None
         self._remote: Remote | None = None
@@ -110,7 +112,8 @@ class ClaimRegistry:
                     s = self.settings
                     self._remote = Remote(ClaimStore(self._s3, self.bucket, s.prefix),
                                           self._journal, self.hostname, s.lun_min, s.lun_max,
-                                          s.quarantine, s.attempts, self._clock)
+                                          s.quarantine, s.attempts, self._clock,
+                                          self._rejections)
             try:
                 yield self._journal, self._remote
             finally:

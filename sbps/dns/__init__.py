@@ -14,9 +14,11 @@ from sbps.dns.pdns import PdnsRegistrar
 from sbps.dns.rfc2136 import Rfc2136Registrar
 from sbps.errors import ConfigError
 from sbps.ports import NoDns, Registrar
+from sbps.rejections import Rejections
 
 
-def make_registrar(cfg: Config, hostname: str) -> Registrar:
+def make_registrar(cfg: Config, hostname: str,
+                   rejections: Rejections | None = None) -> Registrar:
     """The registrar for ``dns.mode``. Builds objects only: no I/O until ``ensure``.
 
     Checks what can be checked without the network (names, server id, configured
@@ -32,7 +34,7 @@ def make_registrar(cfg: Config, hostname: str) -> Registrar:
     if cfg.dns.mode == "rfc2136":
         return Rfc2136Registrar(cfg, hostname)
     if cfg.dns.mode == "pdns":
-        return PdnsRegistrar(cfg, hostname)
+        return PdnsRegistrar(cfg, hostname, rejections=rejections)
     raise ConfigError("dns.mode", cfg.dns.mode, "one of off, rfc2136, pdns")
 
 

@@ -29,6 +29,7 @@ from sbps.dns import records
 from sbps.dns.addresses import network_addresses
 from sbps.dns.records import NetRecords, Ownership
 from sbps.errors import InputError, UpstreamPermanentError, UpstreamTemporaryError
+from sbps.rejections import Rejections
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,8 @@ class PdnsRegistrar:
 
     def __init__(self, cfg: Config, hostname: str, *,
                  addresses: Callable[[Config], dict[str, str]] = network_addresses,
-                 on_step: StepHook | None = None, settle: float = 0.1) -> None:
+                 on_step: StepHook | None = None, settle: float = 0.1,
+                 rejections: Rejections | None = None) -> None:
         """``on_step(step, rrset name)`` is awaited at ``"read"`` (between the read and the
         write) and ``"written"`` (between the write and the read back): a seam for tests
         that interleave registrars deterministically. ``settle`` is the wait before a
@@ -149,10 +151,19 @@ class PdnsRegistrar:
         self.cfg, self.hostname, self._addresses = cfg, hostname, addresses
         self.base = f"{cfg.dns.pdns_url.rstrip('/')}/api/v1/servers/{cfg.dns.pdns_server_id}"
         self.on_step, self.settle = on_step, settle
+        self.rejections = rejections or Rejections()
         self._zones: dict[str, str] = {}
         self._lock = asyncio.Lock()
 
     async def ensure(self, present: bool) -> None:
+        try:
+            await self._ensure(present)
+        except DecodeError as exc:  # an answer too large, too deep or of the wrong shape
+            self.rejections.reject("pdns", exc)
+            raise
+        self.rejections.accepted_all("pdns")
+
+    async def _ensure(self, present: bool) -> None:
         async with self._lock:
             key = await asyncio.to_thread(self._api_key)
             addrs = await asyncio.to_thread(self._addresses, self.cfg) if present else None

@@ -17,6 +17,7 @@ from sbps.config import load
 from sbps.identity import from_key, pe
 from sbps.model import Claim, S3Url
 from sbps.ports import Claims
+from sbps.rejections import Rejections
 from sbps.s3 import S3, read_credentials
 from tests.fixtures.servers import S3Server
 
@@ -208,12 +209,17 @@ def test_verify_compares_exported_luns_with_s3(
 
 
 def test_a_nested_claim_object_is_left_alone_and_the_others_claim(
-        s3: S3, s3_bucket: str, worker: Callable[..., ClaimRegistry]) -> None:
+        s3: S3, s3_bucket: str, worker: Callable[..., ClaimRegistry], tmp_path: Path) -> None:
     # Issue 20 item 1: a claim object nested 20,000 deep raised RecursionError.
-    reg = worker("w1")
+    rejections = Rejections()
+    reg = ClaimRegistry(s3, s3_bucket, "w1", Settings(1, 16, DAY),
+                        journal_path(tmp_path / "w1"), clock=Clock(), rejections=rejections)
     taken = reg.candidate(IDENTS[0])
     s3.client.put_object(Bucket=s3_bucket, Key=f".sbps/luns/{taken}",
                          Body=b"[" * 20_000 + b"]" * 20_000)  # under the size limit
     got = {i.key: reg.claim(i).lun_id for i in IDENTS[:4]}
     assert taken not in got.values() and len(set(got.values())) == 4
     assert worker("w2").claim(IDENTS[0]).lun_id == got[IDENTS[0].key]
+    # Reported and counted once, however often it is met (each claim above met it).
+    reg.sync()
+    assert rejections.counts() == {("claim", "too_deep"): 1}
