@@ -22,6 +22,7 @@ from sbps.bootparams import srv_name
 from sbps.bootsource import CatalogImageSource, ImageRequest, document
 from sbps.catalog import Catalog, ImsClient, make_auth
 from sbps.claims import ClaimRegistry, Settings, journal_path
+from sbps.claims.probe import StoreCheck
 from sbps.config import Loaded
 from sbps.config.render import as_dict
 from sbps.dns import make_registrar
@@ -80,8 +81,11 @@ async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
     ims = ImsClient(cfg.catalog, make_auth(cfg.catalog))
     catalog = Catalog(cfg, ims, s3)
     stager = Stager(cfg.stage, s3)
-    claims = ClaimRegistry(s3, cfg.s3.bucket, hostname, Settings.from_config(cfg.target),
-                           journal_path(cfg.reconcile.state_dir))
+    settings = Settings.from_config(cfg.target)
+    # The bucket must prove it honours conditional writes before the first claim write.
+    store_check = StoreCheck(s3, cfg.s3.bucket, settings.prefix, hostname)
+    claims = ClaimRegistry(s3, cfg.s3.bucket, hostname, settings,
+                           journal_path(cfg.reconcile.state_dir), store_check=store_check)
     backend = make_backend(cfg, iqn)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, backend.open)
@@ -115,6 +119,11 @@ def _cache_stats(stager: Stager) -> CacheStats:
     return CacheStats(used_bytes=used, budget_bytes=budget)
 
 
+def _store_verdict(claims: ClaimRegistry) -> Callable[[], str] | None:
+    check = claims.store_check
+    return None if check is None else lambda: check.state.verdict.value
+
+
 def _secret(path: str) -> str | None:
     if not path:
         return None
@@ -145,7 +154,8 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
     collector = SbpsCollector(lambda: r.status, version=__version__,
                               staging=lambda: _staging_stats(c.stager),
                               cache=lambda: _cache_stats(c.stager),
-                              sessions=lambda: {r.iqn: len(r.status.sessions)})
+                              sessions=lambda: {r.iqn: len(r.status.sessions)},
+                              store_check=_store_verdict(c.claims))
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
     source = StatusSource(lambda: r.status, listeners=[collector.observe])

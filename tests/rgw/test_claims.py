@@ -8,7 +8,6 @@ and the S3 verification all rest on RGW's conditional writes; these run them the
 from __future__ import annotations
 
 from tests.integration.test_claims import (  # noqa: F401 (collected by pytest)
-    s3,
     test_claim_is_idempotent_and_a_steady_pass_makes_no_request,
     test_crash_before_the_index_is_recovered,
     test_pe_reupload_never_gives_one_wwid_two_contents,
