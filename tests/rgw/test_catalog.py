@@ -14,7 +14,8 @@ ODD = ["PE/with space.squashfs", "PE/ünïcödé-ß.squashfs", "PE/日本 語.sq
 
 
 async def test_more_than_one_listing_page_and_odd_keys(
-        make_catalog: Any, s3_client: Any, s3_bucket: str, proxy: FaultProxy) -> None:
+        make_catalog: Any, s3_client: Any, s3_bucket: str,  # noqa: F811
+        proxy: FaultProxy) -> None:
     keys = [f"PE/pe-{n:04d}.squashfs" for n in range(PE_OBJECTS - len(ODD))] + ODD
 
     def put(key: str) -> None:
