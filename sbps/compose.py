@@ -21,6 +21,7 @@ from sbps.access_files import AccessSource
 from sbps.backends import TargetBackend, make_backend
 from sbps.catalog import Catalog, ImsClient, make_auth
 from sbps.claims import ClaimRegistry, Settings, journal_path
+from sbps.claims.probe import StoreCheck
 from sbps.config import Loaded
 from sbps.config.render import as_dict
 from sbps.dns import make_registrar
@@ -85,8 +86,12 @@ async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
     ims = ImsClient(cfg.catalog, make_auth(cfg.catalog, rejections))
     catalog = Catalog(cfg, ims, s3)
     stager = Stager(cfg.stage, s3)
-    claims = ClaimRegistry(s3, cfg.s3.bucket, hostname, Settings.from_config(cfg.target),
-                           journal_path(cfg.reconcile.state_dir), rejections=rejections)
+    settings = Settings.from_config(cfg.target)
+    # The bucket must prove it honours conditional writes before the first claim write.
+    store_check = StoreCheck(s3, cfg.s3.bucket, settings.prefix, hostname)
+    claims = ClaimRegistry(s3, cfg.s3.bucket, hostname, settings,
+                           journal_path(cfg.reconcile.state_dir), store_check=store_check,
+                           rejections=rejections)
     backend = make_backend(cfg, iqn)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, backend.open)
@@ -120,6 +125,17 @@ def _cache_stats(stager: Stager) -> CacheStats:
     return CacheStats(used_bytes=used, budget_bytes=budget)
 
 
+def _store_verdict(claims: ClaimRegistry) -> Callable[[], str] | None:
+    check = claims.store_check
+    return None if check is None else lambda: check.state.verdict.value
+
+
+def _store_refused(claims: ClaimRegistry) -> Callable[[], str] | None:
+    check = claims.store_check
+    return None if check is None else lambda: (
+        check.state.reason if check.state.verdict.value == "refused" else "")
+
+
 def _secret(path: str) -> str | None:
     if not path:
         return None
@@ -151,7 +167,8 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
                               staging=lambda: _staging_stats(c.stager),
                               cache=lambda: _cache_stats(c.stager),
                               sessions=lambda: {r.iqn: len(r.status.sessions)},
-                              rejections=c.rejections.counts)
+                              rejections=c.rejections.counts,
+                              store_check=_store_verdict(c.claims))
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
     limits = Limits.from_config(cfg.http)
@@ -164,6 +181,7 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
                     token=load_or_create_token(cfg.http, cfg.reconcile.state_dir),
                     registry=registry, config=as_dict(c.loaded), tasks=supervisor.describe,
                     boot=boot, claims_held=c.claims.held,
+                    store_refused=_store_refused(c.claims),
                     notify_secret=_secret(cfg.reconcile.notify_secret_file),
                     allowed=_allowed(r) if cfg.target.access == "acl" else None,
                     limits=limits)

@@ -89,10 +89,11 @@ class SbpsCollector(Collector):
                  staging: Callable[[], StagingStats] | None = None,
                  cache: Callable[[], CacheStats] | None = None,
                  sessions: Callable[[], Mapping[str, int]] | None = None,
-                 rejections: Callable[[], Mapping[tuple[str, str], int]] | None = None
-                 ) -> None:
+                 rejections: Callable[[], Mapping[tuple[str, str], int]] | None = None,
+                 store_check: Callable[[], str] | None = None) -> None:
         self._source = source
         self._rejections = rejections
+        self._store_check = store_check
         self._version = version
         self._staging = staging
         self._cache = cache
@@ -333,6 +334,14 @@ class SbpsCollector(Collector):
                                     labels=["target"])
             for iqn, n in sorted(self._sessions().items()):
                 fam.add_metric([iqn], n)
+            yield fam
+        if self._store_check is not None:
+            now = self._store_check()
+            fam = GaugeMetricFamily(
+                "sbps_s3_conditional_writes", "The claim bucket's probe of conditional writes "
+                "(1 for the current state: ok, refused, unknown).", labels=["state"])
+            for state in ("ok", "refused", "unknown"):
+                fam.add_metric([state], int(state == now))
             yield fam
 
 

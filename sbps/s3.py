@@ -241,7 +241,9 @@ class S3:
         if if_none_match:
             extra["IfNoneMatch"] = "*"
         if if_match:
-            extra["IfMatch"] = f'"{if_match}"'
+            # Unquoted: Ceph RGW compares a PUT's If-Match byte for byte with its stored,
+            # unquoted ETag (a quoted one never matches); AWS and moto accept both forms.
+            extra["IfMatch"] = if_match
         if content_type:
             extra["ContentType"] = content_type
         r = self._call("put_object", url, Body=body, **extra)

@@ -1,6 +1,6 @@
 """Test-suite policy: lanes by directory, no silent skips in CI, per-lane counts.
 
-Lanes are markers (unit, integration, e2e, realkernel, reliability). A test's lane comes
+Lanes are markers (unit, integration, e2e, realkernel, reliability, rgw). A test's lane comes
 from its directory unless it is marked explicitly. Under CI=true a test that would be
 skipped (a component is missing) fails instead, and a lane named in SBPS_EXPECT_LANES
 that ran no test fails the run.
@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.images", "tests.fixtures.proxy",
-                  "tests.fixtures.marshal", "tests.fixtures.dns", "tests.fixtures.tgt"]
+                  "tests.fixtures.marshal", "tests.fixtures.dns", "tests.fixtures.tgt",
+                  "tests.fixtures.rgw"]
 
-LANES = ("unit", "integration", "e2e", "realkernel", "reliability")
+LANES = ("unit", "integration", "e2e", "realkernel", "reliability", "rgw")
 _DIR_LANE = {"unit": "unit", "integration": "integration", "e2e": "e2e", "configfs":
-             "integration", "realkernel": "realkernel", "reliability": "reliability"}
+             "integration", "realkernel": "realkernel", "reliability": "reliability", "rgw": "rgw"}
 _counts: dict[str, Counter[str]] = {lane: Counter() for lane in LANES}
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -148,7 +148,9 @@ class _Uploader:
         except BaseException:
             self.abort(url, upload_id)
             raise
-        etag = str(r["ETag"]).strip('"')
+        etag = str(r.get("ETag") or "").strip('"')
+        if not etag:  # Ceph RGW 16.2 answers CompleteMultipartUpload with an empty <ETag>
+            etag = str(self.call("head_object", url)["ETag"]).strip('"')
         _verify(url, etag, multipart_etag(part_md5s), "multipart")
         return etag, whole.hexdigest(), len(parts)
 

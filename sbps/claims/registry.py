@@ -41,6 +41,7 @@ from sbps.claims import local
 from sbps.claims import transitions as t
 from sbps.claims.ids import first_candidate, probe_order
 from sbps.claims.journal import FILENAME, Journal
+from sbps.claims.probe import StoreCheck
 from sbps.claims.protocol import Lost, Remote
 from sbps.claims.store import ClaimStore
 from sbps.claims.verify import check
@@ -83,7 +84,11 @@ class ClaimRegistry:
 
     def __init__(self, s3: S3 | None, bucket: str, hostname: str, settings: Settings,
                  journal: str | Path | None, *, clock: Callable[[], float] = time.time,
-                 persist: bool = True, rejections: Rejections | None = None) -> None:
+                 persist: bool = True, store_check: StoreCheck | None = None,
+                 rejections: Rejections | None = None) -> None:
+        """``store_check`` (the marshal's): proved before the first claim write; while the
+        bucket fails it, every write raises ``StoreUnsafe`` and nothing is written.
+        ``rejections``: where unreadable claim objects are reported (once each)."""
         if settings.allocation is Allocation.CLAIMS and s3 is None:
             raise ValueError("lun_allocation = claims needs an S3 client")
         self.hostname = hostname
@@ -94,6 +99,8 @@ class ClaimRegistry:
         self._persist = persist
         self._clock = clock
         self._rejections = rejections
+        self._check = store_check if self._s3 is not None else None
+        self.store_check = self._check
         self._lock = threading.RLock()
         self._journal: Journal | None = None
         self._remote: Remote | None = None
@@ -175,6 +182,7 @@ class ClaimRegistry:
                     and entry.claim.held_by(self.hostname)
                     and (pe_etag is None or entry.claim.pe_etag is not None)):
                 return entry.claim
+            self._writable()
             return remote.claim(identity, pe_etag, preferred)
 
     def release(self, digest: str, lun_id: int | None = None) -> None:
@@ -188,6 +196,7 @@ class ClaimRegistry:
             target = entry.claim.lun_id if entry is not None else lun_id
             if target is None:
                 return
+            self._writable()
             try:
                 remote.modify(target, digest, lambda c: t.left(c, self.hostname,
                                                                 self._clock()), entry)
@@ -214,6 +223,7 @@ class ClaimRegistry:
         with self._state() as (j, remote):
             if remote is None:
                 return local.release_id(j, lun_id, self._clock(), force)
+            self._writable()
             return remote.release_id(lun_id, force)
 
     def force_release(self, lun_id: int) -> Claim:
@@ -262,7 +272,12 @@ class ClaimRegistry:
         with self._state() as (j, remote):
             if remote is None:
                 return local.update(j, identity, fn)
+            self._writable()
             return remote.update(identity, fn)
+
+    def _writable(self) -> None:
+        if self._check is not None:
+            self._check.ensure()
 
     # Last, so that the name does not shadow the builtin in the annotations above.
     def list(self) -> list[Claim]:

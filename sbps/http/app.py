@@ -108,6 +108,10 @@ async def readyz(request: web.Request) -> web.Response:
         reasons.append("the node gate is closed")
     if st.target is None or not st.target.tpg_enabled:
         reasons.append("the target portal group is not enabled")
+    refused = request.app[DEPS].store_refused
+    if refused is not None and (why := refused()):
+        # Exports keep serving; no new LUN id can be agreed until the bucket is fixed.
+        reasons.append(f"no LUN ids can be claimed: {why}")
     return web.json_response({"ready": not reasons, "reasons": reasons},
                              status=503 if reasons else 200)
 

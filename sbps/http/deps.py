@@ -67,6 +67,8 @@ class HttpDeps:
     set_log_level: Callable[[str], None] = set_level
     allowed: Callable[[str | None, str | None], bool] | None = None
     """``allowed(tenant, initiator)`` in ``target.access = acl`` mode; None lists all."""
+    store_refused: Callable[[], str] | None = None
+    """Why the claim bucket failed the conditional-write probe ("" while it has not)."""
     notify_secret: str | None = None
     """Shared secret in the S3 notification path; None disables the endpoint."""
     limits: Limits = field(default_factory=Limits)

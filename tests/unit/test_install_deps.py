@@ -16,10 +16,14 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "install-deps"
 
 
 def _packages() -> list[str]:
-    body = re.search(r"SERVER_PACKAGES=\((.*?)\)", SCRIPT.read_text(), re.S)
-    assert body is not None
-    return [w for line in body.group(1).splitlines()
-            for w in line.split("#", 1)[0].split()]
+    """SERVER_PACKAGES and PULLED_IN (their dependencies with units, such as ceph-osd's lvm2)."""
+    words = []
+    for name in ("SERVER_PACKAGES", "PULLED_IN"):
+        body = re.search(name + r"=\((.*?)\)", SCRIPT.read_text(), re.S)
+        assert body is not None, name
+        words += [w for line in body.group(1).splitlines()
+                  for w in line.split("#", 1)[0].split()]
+    return words
 
 
 def test_every_apt_call_waits_for_the_lock() -> None:
@@ -40,7 +44,8 @@ def test_no_installed_service_is_enabled() -> None:
     for pkg in _packages():
         listing = subprocess.run(["dpkg-query", "-L", pkg], capture_output=True, text=True)
         for path in listing.stdout.splitlines():
-            if re.fullmatch(r"/(usr/)?lib/systemd/system/[^/@]+\.(service|socket|timer)", path):
+            if re.fullmatch(r"/(usr/)?lib/systemd/system/[^/@]+\.(service|socket|timer|path|target)",
+                            path):
                 unit = Path(path).name
                 state = subprocess.run(["systemctl", "is-enabled", unit], capture_output=True,
                                        text=True).stdout.strip()
