@@ -180,7 +180,7 @@ def test_attacker_on_the_host_and_network(
     if status != 404 or treasure.encode() in body:
         expose(f"GET /v1/bootparams of a record not in the catalog: {status} "
                f"{body[:160]!r}")
-    if proxy.requests(path=f"/{other}/") or proxy.requests(path=r"/deputy|manifest"):
+    if proxy.requests():  # no pass runs meanwhile (the interval is an hour)
         expose(f"GET /v1/bootparams of an unknown record made S3 requests: "
                f"{[s.path for s in proxy.requests()][:4]}")
     status, body = http(f"{url}/v1/bootparams/no-such-image")
