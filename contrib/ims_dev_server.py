@@ -5,9 +5,10 @@ This is not IMS. It serves the published IMS v3 shapes for image records under b
 exercised on loopback: list, create, get, patch (link, arch, metadata set/remove) and soft
 delete (``/v3/deleted/images``), with problem+json errors. Records loaded with ``--load`` are
 stored and returned verbatim, odd shapes included, because the field has such records.
-For tests it is also a fault injector: ``POST /__dev/faults`` and ``GET /__dev/requests``;
-a ``list_extra`` fault appends raw text (any bytes a JSON parser may choke on, such as a
-record nested 100,000 deep) as one more item of the next ``count`` image lists.
+For tests it is also a fault injector: ``POST /__dev/faults`` (a status, a delay, a garbage
+body, ``body_base64``: these raw bytes as a 200 answer, or ``list_extra``: raw text, such as
+a record nested 100,000 deep, appended as one more item of the next ``count`` image lists)
+and ``GET /__dev/requests``.
 
 It binds 127.0.0.1 only, keeps its state in one JSON file (atomic replace), and must not
 grow into a second implementation of IMS: no jobs, recipes, keys or S3 side effects.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hmac
 import json
 import signal
@@ -58,6 +60,9 @@ async def dev_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             dev.faults.pop(0)
         if fault.get("delay"):
             await asyncio.sleep(float(fault["delay"]))
+        elif fault.get("body_base64") is not None:
+            return web.Response(status=200, body=base64.b64decode(fault["body_base64"]),
+                                content_type="application/json")
         elif fault.get("garbage"):
             return web.Response(status=200, text='{"id": "trunc', content_type="application/json")
         elif fault.get("status"):
@@ -176,9 +181,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def post_faults(request: web.Request) -> web.Response:
     body = await read_json(request)
-    kinds = ("status", "delay", "garbage", "list_extra")
+    kinds = ("status", "delay", "garbage", "body_base64", "list_extra")
     if not isinstance(body, dict) or not any(k in body for k in kinds):
-        return problem(400, "Bad Request", "expected {status|delay|garbage|list_extra, count}")
+        return problem(400, "Bad Request",
+                       "expected {status|delay|garbage|body_base64|list_extra, count}")
     count = body.get("count", 1)
     if not isinstance(count, int) or count < 1:
         return problem(400, "Bad Request", "count must be a positive integer")

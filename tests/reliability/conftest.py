@@ -1,7 +1,8 @@
 """Fixtures of the reliability lane: the run's scale, the report and worker helpers.
 
-The report is one per session and is written to ``tests/reliability/REPORT.md`` when the
-session ends, if any scenario ran. Helpers here drive a marshal subprocess (``make_worker``
+The report is one per session and is written when the session ends, if any scenario ran:
+to ``tests/reliability/REPORT.md`` for a full-size run, outside the tree for a CI-size one
+(``report.report_path``); the terminal summary says where. Helpers here drive a marshal subprocess (``make_worker``
 from tests.fixtures.marshal) and read its state from outside: configfs, its log, its API.
 """
 
@@ -21,7 +22,8 @@ from sbps.model import Identity
 from sbps.s3 import S3
 from tests.fixtures.marshal import Worker, wait_until
 from tests.reliability import detectors as det
-from tests.reliability.report import Figures, Report
+from tests.reliability.crashes import crashes
+from tests.reliability.report import Figures, Report, report_path
 from tests.reliability.scale import Scale, from_env
 
 
@@ -30,12 +32,24 @@ def scale() -> Scale:
     return from_env()
 
 
+REPORT_WRITTEN = pytest.StashKey[Path]()
+
+
 @pytest.fixture(scope="session")
-def reliability_report(scale: Scale) -> Iterator[Report]:
+def reliability_report(scale: Scale, pytestconfig: pytest.Config) -> Iterator[Report]:
     report = Report(scale)
     yield report
     if report.rows or report.controls:
-        report.write()
+        path = report_path(scale)
+        report.write(path)
+        pytestconfig.stash[REPORT_WRITTEN] = path
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> None:
+    path = config.stash.get(REPORT_WRITTEN, None)
+    if path is not None:
+        terminalreporter.write_line(f"reliability report written to {path}")
 
 
 @pytest.fixture
@@ -114,11 +128,19 @@ def log_lines(w: Worker, start: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-def unhandled(w: Worker) -> int:
-    """Tracebacks printed outside the JSON log (an unhandled exception, a dying thread)."""
-    return sum(1 for line in w.log().splitlines()
-               if line.startswith(("Traceback", "Task exception was never retrieved",
-                                   "Exception in thread")))
+def count_crashes(w: Worker, fig: Figures) -> None:
+    """Add the worker's crashes so far (tests.reliability.crashes) to ``fig``; call it
+    before the test stops the worker."""
+    found = crashes(w)
+    fig.crashes += len(found)
+    fig.notes.extend(f"crash: {c}" for c in found[:5])
+
+
+def exports(w: Worker) -> list[det.Export]:
+    """What the worker exports, read from outside: its configfs (lio) or tgtd (tgt)."""
+    if w.tgtd is not None:
+        return det.tgt_exports(w.tgtd, w.iqn)
+    return det.lio_exports(w.luns())
 
 
 def converge(w: Worker, serials: set[str], timeout: float = 90, *,
@@ -148,14 +170,14 @@ def converge(w: Worker, serials: set[str], timeout: float = 90, *,
 def inspect(w: Worker, fig: Figures, *, truth: det.Truth, book: det.LunBook,
             expected: set[str], s3: S3, bucket: str, pending: Iterable[Identity] = ()) -> None:
     """Run every loss detector on a worker and add what they find to ``fig``."""
-    exports = det.lio_exports(w.luns())
+    found_exports = exports(w)
     cache = str(w.settings["stage"]["cache_dir"])
     state = str(w.settings["reconcile"]["state_dir"])
     found = {
-        "corrupt": det.corrupt_exports(exports, truth, cache),
-        "renumbered": book.check(exports),
-        "lost": det.lost(expected, exports),
-        "claims": det.claim_problems(s3, bucket, w.hostname, state, exports, pending),
+        "corrupt": det.corrupt_exports(found_exports, truth, cache),
+        "renumbered": book.check(found_exports),
+        "lost": det.lost(expected, found_exports),
+        "claims": det.claim_problems(s3, bucket, w.hostname, state, found_exports, pending),
         "partial": det.partial_files(cache),
     }
     for what, items in found.items():

@@ -2,6 +2,7 @@
 
 - ``Truth``: size and MD5 of every image's rootfs as S3 serves it (read straight from the
   moto server, never through the daemon or its cache).
+- ``lio_exports``/``tgt_exports``: what a worker exports, read from configfs or tgtd.
 - ``corrupt_exports``: exported LUNs whose backing file differs from the S3 object, or whose
   serial names no known image, or whose file is not a final cache file.
 - ``LunBook``: the LUN id each serial was first seen on; a later different id is a renumbering.
@@ -68,6 +69,21 @@ class Truth:
 def lio_exports(luns: Mapping[int, Mapping[str, Any]]) -> list[Export]:
     """From ``Worker.luns()`` (read from the emulated configfs)."""
     return [Export(n, x["serial"], x["name"], x["file"]) for n, x in sorted(luns.items())]
+
+
+def tgt_exports(tgtd: Any, iqn: str) -> list[Export]:
+    """From tgtd itself (``tgtadm --op show``; tests.fixtures.tgt.Tgtd), controller LUN 0
+    left out; the backing file is the cache file."""
+    out = []
+    for target in tgtd.tgtadm.show():
+        if target.name != iqn:
+            continue
+        for lun in target.luns:
+            if lun.index == 0:
+                continue
+            sn = lun.scsi_sn.strip()
+            out.append(Export(lun.index, sn, sn[:15], lun.path))
+    return out
 
 
 def corrupt_exports(exports: Iterable[Export], truth: Truth, cache_dir: str) -> list[str]:

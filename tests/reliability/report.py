@@ -2,12 +2,19 @@
 
 Each scenario adds one ``Figures`` row as it ends (before it asserts, so a failing run still
 reports what it saw); each negative control adds a ``Control`` row showing that a loss
-detector fires on a planted loss. Must not decide pass or fail: the tests do.
+detector fires on a planted loss. Where it is written (``report_path``): the committed
+``tests/reliability/REPORT.md`` only for a full-size run; a CI-size run writes outside the
+tree (``$SBPS_RELIABILITY_REPORT``, else the temporary directory). The report opens with
+the command that produced it. Must not decide pass or fail: the tests do.
 """
 
 from __future__ import annotations
 
+import os
 import platform
+import shlex
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +22,28 @@ from pathlib import Path
 from tests.reliability.scale import Scale
 
 REPORT_PATH = Path(__file__).with_name("REPORT.md")
+
+
+def report_path(scale: Scale, env: dict[str, str] | None = None) -> Path:
+    """``$SBPS_RELIABILITY_REPORT`` if set; else REPORT.md in the tree for a full run and
+    a file in the temporary directory for a reduced one (CI never writes the tree)."""
+    given = (os.environ if env is None else env).get("SBPS_RELIABILITY_REPORT", "").strip()
+    if given:
+        return Path(given)
+    if scale.name == "full":
+        return REPORT_PATH
+    return Path(tempfile.gettempdir()) / f"sbps-reliability-{scale.name}-REPORT.md"
+
+
+def command_line(scale: Scale) -> str:
+    """The command of this run, with the variables that set its size and seed."""
+    argv = list(sys.argv)
+    prog = "python -m pytest" if argv and argv[0].endswith("__main__.py") \
+        else os.path.basename(argv[0]) if argv else "pytest"
+    line = f"SBPS_RELIABILITY_SCALE={scale.name} SBPS_RELIABILITY_SEED={scale.seed} " \
+        f"{prog} {shlex.join(argv[1:])}".rstrip()
+    tox = os.environ.get("TOX_ENV_NAME")
+    return line + (f"  (run by `tox -e {tox}`)" if tox else "")
 
 #: Access control (issue 11) is proven by the access work's own tests, not repeated here.
 ACCESS_TESTS = (
@@ -83,6 +112,8 @@ class Report:
         elapsed = time.monotonic() - self.started
         lines = [
             "# Reliability and security report",
+            "",
+            f"Command: `{command_line(s)}`",
             "",
             f"Written by `tox -e reliability` (pytest `tests/reliability`). Scale `{s.name}` "
             f"(`SBPS_RELIABILITY_SCALE`), seed `{s.seed}` (`SBPS_RELIABILITY_SEED`): "

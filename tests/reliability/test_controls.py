@@ -4,25 +4,28 @@ A detector that cannot fire proves nothing, so each one used by the scenarios me
 instance of what it looks for: a corrupt export (verification switched off with
 ``stage.verify = best-effort``, the multipart layout hidden and the manifest MD5 removed, and
 a proxy flipping bytes under the right ETag), a renumbered LUN, a partial download file, a
-missing claim and an unhandled traceback. The removed-LUN detector's control is in
+missing claim. The crash detector meets crashes planted inside the daemon under test
+(tests.fixtures.plant): an exception in a later pass, one in the first pass, and an
+``os._exit``. The removed-LUN detector's control is in
 ``test_ims.py`` (a catalog empty beyond the threshold really removes the LUN).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sbps import identity
 from sbps.s3 import S3
-from tests.fixtures.marshal import Worker
+from tests.fixtures.marshal import Worker, wait_until
+from tests.fixtures.plant import plant_env
 from tests.fixtures.proxy import Fault, FaultProxy
 from tests.fixtures.servers import IMSServer, S3Server
 from tests.reliability import detectors as det
-from tests.reliability.conftest import converge, unhandled
+from tests.reliability.conftest import converge
+from tests.reliability.crashes import crashes
 from tests.reliability.report import Report
 from tests.reliability.test_s3 import ROOTFS_GET
 
@@ -88,11 +91,32 @@ def test_loss_detectors_fire_on_planted_losses(
     reliability_report.control("claim problems", "the LUN's claim objects deleted from S3",
                                len(claims))
 
-    with open(w.log_path, "ab") as log:
-        subprocess.run([sys.executable, "-c", "raise RuntimeError('planted')"], stderr=log,
-                       check=False)
-    crashes = unhandled(w)
-    reliability_report.control("crashes (daemon)", "an unhandled exception's traceback in "
-                               "the daemon's output", crashes)
+    assert corrupt and renumbered and partial and claims
 
-    assert corrupt and renumbered and partial and claims and crashes
+
+#: Crashes planted inside the daemon under test (tests.fixtures.plant), and how each shows.
+PLANTED = (
+    ("raise:3", "RuntimeError raised in the 3rd pass's catalog scan (an exception logged "
+                "as JSON, which the raw-traceback count missed)"),
+    ("raise:1", "RuntimeError raised in the first pass, before the daemon is ready (raw "
+                "traceback)"),
+    ("exit:3", "os._exit(3) in the 3rd pass (the process ends without a word)"),
+)
+
+
+def test_crash_detector_fires_on_crashes_planted_in_the_daemon(
+        make_worker: Callable[..., Worker], ims_server: IMSServer, tmp_path: Path,
+        reliability_report: Report) -> None:
+    """The crash detector's negative control: real crashes inside the daemon under test."""
+    detected = {}
+    for n, (plant, planted) in enumerate(PLANTED):
+        w = make_worker(f"ncn-c{n:03d}", ims_server)
+        w.start(**plant_env(tmp_path / f"plant{n}", crash=plant))
+        try:
+            found = wait_until(f"the planted crash {plant}", lambda w=w: crashes(w),
+                               timeout=60)
+        finally:
+            w.kill()
+        detected[plant] = found
+        reliability_report.control("crashes (daemon)", planted, len(found))
+    assert all(detected.values()), detected

@@ -17,7 +17,7 @@ from sbps.s3 import S3
 from tests.fixtures.marshal import Worker
 from tests.fixtures.servers import IMSServer
 from tests.reliability import detectors as det
-from tests.reliability.conftest import converge, debug_state, inspect, unhandled
+from tests.reliability.conftest import converge, count_crashes, debug_state, inspect
 from tests.reliability.report import Figures
 from tests.reliability.scale import Scale
 
@@ -82,7 +82,7 @@ def test_full_cache_fails_one_image_and_leaves_nothing_behind(
             assert reason.startswith("cache_full"), w.log()[-3000:]
             inspect(w, fig, **ctx)
             fig.partial += len(_leftovers(cache, digest))
-            fig.crashes += unhandled(w)
+            count_crashes(w, fig)
             assert w.stop() == 0
         finally:
             w.kill()

@@ -16,7 +16,7 @@ from sbps.s3 import S3
 from tests.fixtures.marshal import Worker
 from tests.fixtures.servers import IMSServer
 from tests.reliability import detectors as det
-from tests.reliability.conftest import inspect, run_pass, unhandled
+from tests.reliability.conftest import count_crashes, inspect, run_pass
 from tests.reliability.report import Figures, Report
 from tests.reliability.scale import Scale
 
@@ -105,7 +105,7 @@ def test_ims_faults_remove_nothing_and_report_degraded(
     reliability_report.control("data lost (LUN removed)", f"IMS empty for more than "
                                f"{THRESHOLD} passes (reconcile.empty_catalog_passes)",
                                len(removed))
-    fig.crashes += unhandled(w)
+    count_crashes(w, fig)
     assert w.stop() == 0
     assert fig.losses == 0, fig.notes
     assert not_degraded == 0, fig.notes

@@ -19,7 +19,7 @@ from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.servers import IMSServer, wait_port
 from tests.fixtures.tgt import Tgtd, stop_tgtd
 from tests.reliability import detectors as det
-from tests.reliability.conftest import converge, debug_state, inspect, log_lines, unhandled
+from tests.reliability.conftest import converge, count_crashes, debug_state, inspect, log_lines
 from tests.reliability.report import Figures
 from tests.reliability.scale import Scale
 
@@ -81,23 +81,10 @@ def test_dns_down_and_configfs_errors(
                          f"{len(failed)} failed action(s), then converged")
         assert failed, "the injected error must have been hit and reported"
         inspect(w, fig, expected=expected, **ctx)
-    fig.crashes += unhandled(w)
+    count_crashes(w, fig)
     assert w.stop() == 0
     assert fig.losses == 0, fig.notes
     assert fig.runs == 2 * scale.fault_rounds
-
-
-def _tgt_exports(tgtd: Tgtd, iqn: str) -> list[det.Export]:
-    out = []
-    for target in tgtd.tgtadm.show():
-        if target.name != iqn:
-            continue
-        for lun in target.luns:
-            if lun.index == 0:
-                continue  # tgt's controller LUN
-            sn = lun.scsi_sn.strip()
-            out.append(det.Export(lun.index, sn, sn[:15], lun.path))
-    return out
 
 
 def _restart_tgtd(tgtd: Tgtd, log: Path) -> subprocess.Popen[Any]:
@@ -128,7 +115,7 @@ def test_tgtd_killed_and_restarted_and_luns_read_only(
     book = det.LunBook()
 
     def check() -> None:
-        exports = _tgt_exports(tgtd, w.iqn)
+        exports = det.tgt_exports(tgtd, w.iqn)
         found = {"corrupt": det.corrupt_exports(exports, truth, cache),
                  "renumbered": book.check(exports), "lost": det.lost(expected, exports),
                  "claims": det.claim_problems(sbps_s3, s3_bucket, w.hostname, state, exports),
@@ -139,7 +126,7 @@ def test_tgtd_killed_and_restarted_and_luns_read_only(
 
     def served() -> bool:
         try:
-            return {e.serial for e in _tgt_exports(tgtd, w.iqn)} == expected
+            return {e.serial for e in det.tgt_exports(tgtd, w.iqn)} == expected
         except Exception:  # tgtd is down or restarting
             return False
 
@@ -159,13 +146,13 @@ def test_tgtd_killed_and_restarted_and_luns_read_only(
             wait_until("the target rebuilt on the new tgtd", served, worker=w, timeout=90)
             fig.runs += 1
             check()
-        lun = min(e.lun for e in _tgt_exports(tgtd, w.iqn))
+        lun = min(e.lun for e in det.tgt_exports(tgtd, w.iqn))
         with RemoteSession(tgtd.portal, w.iqn, lun, timeout=30) as s:
             refused = s.call("write_probe")
         fig.notes.append(f"WRITE through libiscsi on LUN {lun}: sense key {refused.key} "
                          f"ascq {refused.ascq:#06x} (DATA PROTECT, write protected)")
         assert (refused.key, refused.ascq) == (DATA_PROTECT, 0x2700)
-        fig.crashes += unhandled(w)
+        count_crashes(w, fig)
         assert w.stop() == 0
     finally:
         w.kill()

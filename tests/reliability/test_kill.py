@@ -17,7 +17,8 @@ from sbps.s3 import S3
 from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.servers import IMSServer
 from tests.reliability import detectors as det
-from tests.reliability.conftest import converge, inspect, log_lines, unhandled
+from tests.reliability.conftest import converge, count_crashes, inspect, log_lines
+from tests.reliability.crashes import exited
 from tests.reliability.report import Figures
 from tests.reliability.scale import Scale
 
@@ -30,6 +31,7 @@ def _applied(w: Worker, start: int) -> int:
 
 
 def _restart_and_check(w: Worker, fig: Figures, expected: set[str], **ctx: Any) -> None:
+    fig.crashes += len(exited(w))  # died before the kill: a crash, not a kill
     w.kill()
     fig.faults += 1
     w.start()
@@ -66,7 +68,7 @@ def test_sigkill_during_staging(make_worker: Callable[..., Worker], ims_server: 
         time.sleep(rng.uniform(0.0, 0.8 * (size - 2**20) / BANDWIDTH))
         hits += os.path.exists(partial)  # still downloading when the kill lands
         _restart_and_check(w, fig, expected, **ctx)
-    fig.crashes += unhandled(w)
+    count_crashes(w, fig)
     fig.notes.append(f"{hits} of {scale.kills} kills landed while a download was running")
     assert w.stop() == 0
     assert fig.losses == 0, fig.notes
@@ -94,7 +96,7 @@ def test_sigkill_during_apply(make_worker: Callable[..., Worker], ims_server: IM
                    lambda m=mark, k=k: _applied(w, m) >= k, worker=w)
         time.sleep(rng.uniform(0.0, 0.05))
         _restart_and_check(w, fig, expected, **ctx)
-    fig.crashes += unhandled(w)
+    count_crashes(w, fig)
     assert w.stop() == 0
     assert fig.losses == 0, fig.notes
     assert fig.runs == scale.kills

@@ -13,7 +13,7 @@ from tests.fixtures.marshal import Worker
 from tests.fixtures.proxy import Fault, FaultProxy
 from tests.fixtures.servers import IMSServer, S3Server
 from tests.reliability import detectors as det
-from tests.reliability.conftest import converge, inspect, log_lines, unhandled
+from tests.reliability.conftest import converge, count_crashes, inspect, log_lines
 from tests.reliability.report import Figures
 from tests.reliability.scale import Scale
 
@@ -68,7 +68,7 @@ def test_s3_faults_are_retried_and_nothing_corrupt_is_exported(
     retries = sum(1 for d in logs if d.get("msg") == "retrying chunk")
     fig.notes.append(f"{mismatches} downloads refused for etag_mismatch, {retries} chunk "
                      "retries")
-    fig.crashes += unhandled(w)
+    count_crashes(w, fig)
     assert w.stop() == 0
     assert fig.losses == 0, fig.notes
     assert fig.runs == scale.fault_rounds

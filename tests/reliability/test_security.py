@@ -21,7 +21,7 @@ from sbps import identity
 from tests.fixtures.dns import DOMAIN, SYSTEM, KnotServer
 from tests.fixtures.marshal import Worker
 from tests.fixtures.servers import IMS_TEST_TOKEN, IMSServer, S3Server
-from tests.reliability.conftest import api_url, converge, http, run_pass, unhandled
+from tests.reliability.conftest import api_url, converge, count_crashes, http, run_pass
 from tests.reliability.report import Figures, Report
 
 ADMIN = [("GET", "/debug/state"), ("GET", "/debug/plan"), ("GET", "/debug/config"),
@@ -120,7 +120,7 @@ def test_admin_token_required_and_no_secret_leaks(
         if r.returncode not in (0, 1):
             fig.notes.append(f"sbpsctl {' '.join(args)}: exit {r.returncode}: "
                              f"{r.stderr[-300:]}")
-    fig.crashes += unhandled(w)
+    count_crashes(w, fig)
     assert w.stop() == 0
     outputs["daemon log"] = w.log()
     fig.inputs += 1
