@@ -100,7 +100,8 @@ async def apply(plan: Plan, ports: Ports) -> Report:
             results.append(result)
             continue
         result = Result(action, ok=True, seconds=time.monotonic() - started)
-        log.info("applied %s: %s", action.kind, action.reason, extra=_fields(action, result))
+        log.info("applied %s%s: %s", action.kind, f" {action.subject}" if action.subject
+                 else "", action.reason, extra=_fields(action, result))
         results.append(result)
     if wrote:
         started = time.monotonic()

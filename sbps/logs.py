@@ -51,7 +51,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class RepeatFilter(logging.Filter):
-    """Identical lines (same logger, level, message and exception type) within
+    """Identical lines (same logger, level, message, exception type and fields) within
     ``interval`` seconds of the first pass once; the first of them after the interval
     passes with ``[repeated N times in the last S s]`` (and ``repeated=N``) appended. The
     count of a flood that stops is told by its next occurrence. At most ``max_keys``
@@ -67,7 +67,10 @@ class RepeatFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
-        key = (record.name, record.levelno, record.getMessage(), exc)
+        # The structured fields count too: two lines about different objects are not
+        # repeats even where their text is the same.
+        fields = tuple(sorted((k, repr(v)) for k, v in _extras(record).items()))
+        key = (record.name, record.levelno, record.getMessage(), exc, fields)
         now = self.clock()
         seen = self._seen.get(key)
         if seen is not None and now < seen[0] + self.interval:

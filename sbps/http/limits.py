@@ -127,7 +127,7 @@ class LimitsCollector(Collector):
         refused = CounterMetricFamily(
             "sbps_http_connections_refused", "HTTP connections or requests refused or closed "
             "by a limit.", labels=["reason"])
-        for reason in ("limit", "evicted", "header_timeout", "long_polls"):
+        for reason in ("limit", "evicted", "header_timeout", "long_polls", "bad_request"):
             refused.add_metric([reason], lim.refused[reason])
         yield refused
         notify = CounterMetricFamily(

@@ -14,15 +14,19 @@ import ipaddress
 import logging
 import os
 import ssl
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from sbps.config import HttpConfig
 from sbps.errors import ConfigError
 from sbps.http.deps import DEPS
 from sbps.http.guard import GUARD, ConnectionGuard
+from sbps.http.limits import Limits
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,26 @@ def url_of(cfg: HttpConfig, port: int, tls: bool) -> str:
     return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
+class HandlerLog(logging.LoggerAdapter):
+    """aiohttp's logger for its connection handlers. A request aiohttp cannot parse (a
+    header over its size limit, bad syntax...) is the client's doing: it is answered 400 by
+    aiohttp, counted (``bad_request``) and logged at debug without its traceback, so no
+    client can fill the log with tracebacks. Errors of our own handlers stay errors."""
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self.limits = limits
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True,
+                  **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            self.limits.refused["bad_request"] += 1
+            self.logger.debug(f"{msg}: %s", *args, exc)
+            return
+        self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
+
+
 class HttpServer:
     """A started API server: ``app``, ``port``, ``guard``; ``await cleanup()`` stops it."""
 
@@ -93,7 +117,8 @@ async def start_http(cfg: HttpConfig, app: web.Application,
     limits = app[DEPS].limits
     # handler_cancellation: a long poll whose client went away gives its slot back now.
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           keepalive_timeout=limits.header_timeout, handler_cancellation=True)
+                           keepalive_timeout=limits.header_timeout, handler_cancellation=True,
+                           logger=HandlerLog(limits))
     await runner.setup()
     guard = app[GUARD]
     guard.factory = runner.server

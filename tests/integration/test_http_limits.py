@@ -148,6 +148,29 @@ async def test_undecodable_credentials_are_401_not_500(
         await api.close()
 
 
+async def test_requests_aiohttp_cannot_parse_are_400_counted_and_quiet(
+        tmp_path: Path, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    """An oversized header or a broken request line is the client's doing: 400, counted,
+    and no traceback in the log (an attacker could otherwise fill it)."""
+    api = await _start(tmp_path)
+    try:
+        port = _port(api)
+        caplog.set_level(logging.DEBUG)
+        bad = [b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
+               b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
+               b"GET /healthz HTTP/9.Z\r\nHost: x\r\n\r\n"]
+        for request in bad * 10:
+            answer = await asyncio.to_thread(_raw, port, request)
+            assert answer.split(b" ", 2)[1] == b"400", answer[:200]
+        assert not [r for r in caplog.records if r.exc_info and r.levelno > logging.DEBUG]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        async with http.get(f"{api.url}/metrics") as r:
+            text = await r.text()
+        assert _metric(text, 'sbps_http_connections_refused_total{reason="bad_request"}') == 30
+    finally:
+        await api.close()
+
+
 async def test_notify_brute_force_is_throttled_counted_and_logged_once(
         tmp_path: Path, http: aiohttp.ClientSession,
         caplog: pytest.LogCaptureFixture) -> None:

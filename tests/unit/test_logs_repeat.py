@@ -53,6 +53,15 @@ def test_distinct_lines_are_never_merged() -> None:
     assert out.getvalue().count("exported") == 50
 
 
+def test_the_same_text_about_different_objects_is_not_a_repeat() -> None:
+    clock = Clock()
+    log, out = _logger(clock)
+    for i in range(20):
+        log.info("applied claim: a new image", extra={"backstore": f"b{i}"})
+    log.info("applied claim: a new image", extra={"backstore": "b0"})
+    assert out.getvalue().count("applied claim") == 20
+
+
 def test_the_shipped_setup_installs_it() -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
