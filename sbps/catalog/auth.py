@@ -26,6 +26,9 @@ from sbps.rejections import Rejections
 
 log = logging.getLogger(__name__)
 
+#: A token command's output (SPIRE JSON with a few SVIDs) is a few kB.
+MAX_TOKEN_OUTPUT = 1 << 20
+
 #: The largest token file read (a JWT is a few kB).
 MAX_TOKEN = 64 * 2**10
 #: A token whose expiry is unknown is re-fetched after this many seconds.
@@ -120,7 +123,7 @@ def select_token(output: str, svid_pattern: str = "") -> str:
             raise ValueError("expected one JWT or SPIRE JSON output")
         return text
     try:
-        doc = loads(text, "token", "token command output", max_bytes=1 << 20)
+        doc = loads(text, "token", "token command output", max_bytes=MAX_TOKEN_OUTPUT)
     except DecodeError as exc:
         raise ValueError(f"output rejected: {exc.reason} ({exc.code})") from exc
     messages = doc if isinstance(doc, list) else [doc]

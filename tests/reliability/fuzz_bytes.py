@@ -90,6 +90,24 @@ CLAIMS = Kind("claim and key-index objects (raw bytes through the claim codec)",
                _template(CLAIM, "write_id")),
               ("sbps.decode.MAX_CLAIM", "sbps.claims.store.MAX_BODY",
                "sbps.claims.store._MAX_BODY"))
+TENANT_MAP_DOC = {"nodes": ["iqn.2026-01.test:n1"],
+                  "tenants": {"red": {"initiators": ["iqn.2026-01.test:red*"]}}}
+TENANT_MAP = Kind("tenant maps (raw bytes of a .json file through load_tenant_map)",
+                  json.dumps(TENANT_MAP_DOC).encode(),
+                  (MARK, _template(TENANT_MAP_DOC, "nodes"),
+                   _template(TENANT_MAP_DOC, "tenants", "red", "initiators")),
+                  ("sbps.decode.MAX_BYTES",))
+K8S_NODE = {"kind": "Node", "metadata": {"name": "ncn-w001", "labels": {"iscsi": "sbps"}}}
+K8S = Kind("Kubernetes node answers (raw bytes through the k8s-label gate, over HTTP)",
+           json.dumps(K8S_NODE).encode(),
+           (MARK, _template(K8S_NODE, "metadata"), _template(K8S_NODE, "metadata", "labels")),
+           ("sbps.gate.MAX_NODE",))
+SPIRE = [{"svids": [{"spiffe_id": "spiffe://shasta/ncn/workload/sbps-marshal",
+                     "svid": "eyJhbGciOiJub25lIn0.eyJleHAiOjF9."}]}]
+TOKEN = Kind("token command output (raw bytes through select_token)",
+             json.dumps(SPIRE).encode(),
+             (MARK, _template(SPIRE, "0", "svids"), _template(SPIRE, "0", "svids", "0")),
+             ("sbps.catalog.auth.MAX_TOKEN_OUTPUT",))
 INDEX_BODY = index_to_bytes(IndexRecord(7, KEY, sha224(KEY), 1.0))
 
 

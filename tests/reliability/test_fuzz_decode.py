@@ -1,7 +1,8 @@
 """Fuzzing with raw bytes through the real decoding paths: the IMS client's response
 decoding (over HTTP, from a server answering the fuzzed bytes), the manifest parser (what
 the catalog and the boot-parameters reader run on the bytes read from S3) and the claim
-codec (claim and key-index objects under ``.sbps/``).
+codec (claim and key-index objects under ``.sbps/``); and the tenant map file, the
+Kubernetes node answer of the k8s-label gate (over HTTP) and a token command's output.
 
 Inputs: random bytes, valid documents broken byte by byte, invalid UTF-8, nesting up to
 100,000 levels, and documents up to each path's size limit (``fuzz_bytes``). Zero
@@ -14,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
-from sbps.catalog.auth import NoAuth
+from sbps.access_files import load_tenant_map
+from sbps.catalog.auth import NoAuth, select_token
 from sbps.catalog.ims import ImsClient
 from sbps.catalog.parse import parse_record
 from sbps.claims.codec import claim_from_bytes, index_from_bytes
-from sbps.config import CatalogConfig
-from sbps.errors import InputError, SbpsError
+from sbps.config import CatalogConfig, NodeConfig
+from sbps.errors import ConfigError, InputError, SbpsError
+from sbps.gate import K8sLabelGate
 from sbps.model import Problem
 from tests.fixtures.raw_http import RawServer
 from tests.reliability import fuzz_bytes as fb
@@ -86,6 +90,50 @@ def check_claim(body: bytes) -> bool:
     return accepted
 
 
+def check_tenant_map(body: bytes, path: str) -> bool:
+    with open(path, "wb") as fh:
+        fh.write(body)
+    try:
+        load_tenant_map(path)
+    except ConfigError as exc:  # what the access policy reports (the last good map is kept)
+        if not exc.key or not str(exc):
+            raise AssertionError(f"a rejection naming no key: {exc!r}") from exc
+        return False
+    return True
+
+
+def check_token(body: bytes) -> bool:
+    try:
+        select_token(body.decode("utf-8", "replace"))
+    except ValueError as exc:  # TokenCommand turns it into token_unavailable
+        if not str(exc):
+            raise AssertionError("a rejection without a message") from exc
+        return False
+    return True
+
+
+class K8sPath:
+    """The k8s-label gate reading its node from a RawServer that answers the bytes."""
+
+    def __init__(self, token_file: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = RawServer()
+        self.loop.run_until_complete(self.server.__aenter__())
+        cfg = NodeConfig(gate="k8s-label", k8s_api=self.server.url, k8s_token_file=token_file)
+        self.gate = K8sLabelGate(cfg, "ncn-w001")
+
+    def check(self, body: bytes) -> bool:
+        self.server.body = body
+        try:
+            return self.loop.run_until_complete(self.gate.is_open()) or True
+        except SbpsError as exc:
+            return _typed(exc)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.server.__aexit__())
+        self.loop.close()
+
+
 def _row(figures: Callable[[str], Figures], kind: fb.Kind, tally: fz.Tally) -> Figures:
     fig = figures(f"fuzz: {kind.name}")
     fig.inputs, fig.crashes = tally.inputs, tally.crashes
@@ -121,13 +169,42 @@ def test_fuzz_raw_claim_objects(scale: Scale, figures: Callable[[str], Figures])
     _fuzz(fb.CLAIMS, check_claim, scale, figures)
 
 
-def test_documents_at_the_size_limits(figures: Callable[[str], Figures]) -> None:
+def test_fuzz_raw_tenant_maps(scale: Scale, figures: Callable[[str], Figures],
+                              tmp_path: Path) -> None:
+    path = str(tmp_path / "tenants.json")
+    _fuzz(fb.TENANT_MAP, lambda body: check_tenant_map(body, path), scale, figures)
+
+
+def test_fuzz_raw_kubernetes_answers(scale: Scale, figures: Callable[[str], Figures],
+                                     tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("k8s-token\n")
+    k8s = K8sPath(str(token))
+    try:
+        _fuzz(fb.K8S, k8s.check, scale, figures)
+    finally:
+        k8s.close()
+
+
+def test_fuzz_raw_token_output(scale: Scale, figures: Callable[[str], Figures]) -> None:
+    _fuzz(fb.TOKEN, check_token, scale, figures)
+
+
+def test_documents_at_the_size_limits(figures: Callable[[str], Figures],
+                                      tmp_path: Path) -> None:
     """Each path at exactly its limit and one byte over: typed answers, never a crash."""
-    fig = figures("documents at the size limits (IMS answer, manifest, claim object)")
+    fig = figures("documents at the size limits (IMS answer, manifest, claim object, tenant "
+                  "map, Kubernetes answer, token output)")
     ims = ImsPath()
+    token = tmp_path / "token"
+    token.write_text("k8s-token\n")
+    k8s = K8sPath(str(token))
+    tenants = str(tmp_path / "tenants.json")
     try:
         for kind, check in ((fb.IMS, ims.check), (fb.MANIFEST, check_manifest),
-                            (fb.CLAIMS, check_claim)):
+                            (fb.CLAIMS, check_claim),
+                            (fb.TENANT_MAP, lambda b: check_tenant_map(b, tenants)),
+                            (fb.K8S, k8s.check), (fb.TOKEN, check_token)):
             for what, body in fb.boundary(kind):
                 fig.inputs += 1
                 try:
@@ -138,4 +215,5 @@ def test_documents_at_the_size_limits(figures: Callable[[str], Figures]) -> None
                 fig.notes.append(f"{kind.name.split(' (')[0]}, {what}: {verdict}")
     finally:
         ims.close()
+        k8s.close()
     assert fig.crashes == 0, fig.notes
