@@ -1,5 +1,6 @@
 """File-descriptor exhaustion at ``ulimit -n 1024``: about 1,100 slow HTTP connections
-(each sends half a request header and then nothing) held against a daemon whose
+(each sends half a request header and then nothing), or 2,000 long polls (complete
+requests for the catalog that wait for a change), held against a daemon whose
 RLIMIT_NOFILE is 1024 (soft and hard, set inside it by tests.fixtures.plant).
 
 Wanted, within a bounded time: ``/healthz`` answers 200, passes keep succeeding (a pass a
@@ -12,9 +13,12 @@ from __future__ import annotations
 import resource
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sbps import identity
 from tests.fixtures.marshal import Worker
@@ -28,14 +32,26 @@ SLOW = 1100
 WINDOW = 40.0
 
 
-def _slow_connections(port: int, n: int) -> list[socket.socket]:
+SLOW_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+LONG_POLLS = 2000
+
+
+def _long_poll(url: str) -> bytes:
+    """A whole request for the catalog that waits (up to 300 s) for it to change."""
+    with urllib.request.urlopen(f"{url}/v1/images", timeout=10) as r:
+        etag = r.headers["ETag"]
+    return (f"GET /v1/images?wait=300 HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n"
+            "\r\n").encode()
+
+
+def _slow_connections(port: int, n: int, request: bytes = SLOW_REQUEST) -> list[socket.socket]:
     held = []
     for _ in range(n):
         sock = socket.socket()
         sock.settimeout(1)
         try:
             sock.connect(("127.0.0.1", port))
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            sock.sendall(request)
         except OSError:
             sock.close()
             continue
@@ -55,11 +71,13 @@ def _good_passes(w: Worker, start: int) -> tuple[int, int]:
     return good, bad
 
 
+@pytest.mark.parametrize("kind", ["slow connections", "long polls"])
 def test_fd_exhaustion_healthz_answers_and_passes_go_on(
         make_worker: Callable[..., Worker], ims_server: IMSServer,
         upload_ims_image: Callable[..., Any], figures: Callable[[str], Figures],
-        tmp_path: Path) -> None:
-    fig = figures(f"fd exhaustion: {SLOW} slow connections at ulimit -n {LIMIT}")
+        tmp_path: Path, kind: str) -> None:
+    count = SLOW if kind == "slow connections" else LONG_POLLS
+    fig = figures(f"fd exhaustion: {count} {kind} at ulimit -n {LIMIT}")
     up = upload_ims_image("fd", label=True)
     serial = identity.rootfs(up.rootfs_url, up.rootfs_etag).serial
     w = make_worker("ncn-w041", ims_server)
@@ -68,9 +86,10 @@ def test_fd_exhaustion_healthz_answers_and_passes_go_on(
     url = api_url(w)
     port = int(url.rsplit(":", 1)[1])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * SLOW)), hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * count)), hard))
     mark, size = len(w.log()), w.log_path.stat().st_size
-    held = _slow_connections(port, SLOW)
+    held = _slow_connections(port, count, SLOW_REQUEST if kind == "slow connections"
+                             else _long_poll(url))
     fig.faults = len(held)
     answered: list[float] = []
     t0 = time.monotonic()
