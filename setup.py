@@ -13,7 +13,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["sbps", "sbps.*", "configfs", "configfs.*"]),
-    package_data={"sbps": ["py.typed", "http/*.yaml"]},
+    package_data={"sbps": ["py.typed", "publish/http/*.yaml"]},
     install_requires=[
         "aiohttp>=3.9,<4",
         "boto3>=1.28,<2",
@@ -28,7 +28,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "sbps-marshal = sbps.daemon:run",
+            "sbps-marshal = sbps.daemon.main:run",
             "sbpsctl = sbps.cli:run",
         ]
     },

@@ -68,9 +68,9 @@ def best_ms(fn: Callable[[], Any], runs: int = 3) -> float:
 def measure(target: str, workdir: str, n: int) -> dict[str, Any]:
     from rtslib_fb import RTSRoot
 
-    from sbps.actions import DeleteLun
-    from sbps.backends.lio import LioBackend
     from sbps.config import TargetConfig
+    from sbps.core.actions import DeleteLun
+    from sbps.target.lio.backend import LioBackend
 
     cache = os.path.join(workdir, "cache")
     build(target, cache, n)

@@ -3,7 +3,7 @@ front of moto, small real images in S3 and IMS, a pre-staged cache, and marshal 
 
 Everything runs on 127.0.0.1 in a scratch directory: moto_server and the dev IMS server as
 subprocesses, the counting proxy (tests/fixtures/proxy.py) in a child process of its own so
-its CPU never counts as the benchmark's, each worker as a real ``sbps.daemon`` subprocess
+its CPU never counts as the benchmark's, each worker as a real ``sbps.daemon.main`` subprocess
 (tests/fixtures/marshal.Worker) on its own configfs emulation mount. ``Env.close()`` stops
 every process by its pid, unmounts every emulation and removes the scratch directory.
 Must not measure anything.
@@ -37,12 +37,12 @@ if str(ROOT) not in sys.path:
 
 from configfs import mounted  # noqa: E402
 from sbps import identity  # noqa: E402
-from sbps.build.squashfs import make_squashfs  # noqa: E402
-from sbps.build.upload import upload_image  # noqa: E402
 from sbps.config import StageConfig, load  # noqa: E402
-from sbps.model import DesiredImage, ImageKind, ObjectInfo  # noqa: E402
-from sbps.s3 import S3, Credentials  # noqa: E402
-from sbps.stager import Stager  # noqa: E402
+from sbps.core.model import DesiredImage, ImageKind, ObjectInfo  # noqa: E402
+from sbps.imagebuild.squashfs import make_squashfs  # noqa: E402
+from sbps.imagebuild.upload import upload_image  # noqa: E402
+from sbps.sources.s3 import S3, Credentials  # noqa: E402
+from sbps.sources.stager import Stager  # noqa: E402
 from tests.fixtures.images import PROJECT_LABEL  # noqa: E402
 from tests.fixtures.marshal import Worker  # noqa: E402
 from tests.fixtures.servers import (  # noqa: E402
@@ -124,7 +124,7 @@ class BenchWorker(Worker):
     """A marshal subprocess logging at info level (debug logging would be measured too)."""
 
     def command(self, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "sbps.daemon", "--config", str(self.config_path),
+        return [sys.executable, "-m", "sbps.daemon.main", "--config", str(self.config_path),
                 *extra]
 
     def start(self, **env: str) -> None:
@@ -249,7 +249,7 @@ class Env:
     def upload_images(self, count: int, size_kib: int = 8) -> list[Image]:
         """``count`` distinct real squashfs images of about ``size_kib`` KiB: one mksquashfs
         image with a unique tail block each (squashfs ignores bytes past its end), uploaded
-        the way IMS lays them out (sbps.build.upload), manifest last."""
+        the way IMS lays them out (sbps.imagebuild.upload), manifest last."""
         tree = self.work / "image-tree"
         (tree / "etc").mkdir(parents=True, exist_ok=True)
         (tree / "etc/os-release").write_text("NAME=sbps-bench\n")

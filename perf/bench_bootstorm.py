@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Measurement, Result, add_json_arg, emit
 
-from sbps import identity
-from sbps.backends.tgt import TgtBackend
-from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
-from sbps.plan import PlanInput, plan
-from sbps.target_state import LunStats, Portal
+from sbps.core import identity
+from sbps.core.model import DesiredImage, ImageKind, ObjectInfo, S3Url
+from sbps.core.target_state import LunStats, Portal
+from sbps.reconcile.plan import PlanInput, plan
+from sbps.target.tgt.backend import TgtBackend
 from tests.fixtures.iscsi import RemoteSession
 from tests.fixtures.tgt import start_tgtd, stop_tgtd
 

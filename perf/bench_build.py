@@ -2,7 +2,7 @@
 
 Makes one root tree (many small text files, some larger compressible files and some
 random data, like a root file system), then times, alternately, ``--rounds`` times each:
-plain ``mksquashfs TREE OUT -noappend -comp gzip`` and ``sbps.build.pipeline.prepare`` on
+plain ``mksquashfs TREE OUT -noappend -comp gzip`` and ``sbps.imagebuild.pipeline.prepare`` on
 the same directory (image check, reproducible mksquashfs, kernel/initrd lookup, build
 digest). Reports the medians and their ratio (goal <= 1.1). A tar SOURCE is timed once
 for information (it adds the unpacking). Run: ``python perf/bench_build.py [--mib 64] [--rounds 5]``.
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sbps.build import pipeline  # noqa: E402
+from sbps.imagebuild import pipeline  # noqa: E402
 
 MIB = 2**20
 WORDS = [f"word{i}" for i in range(5000)]

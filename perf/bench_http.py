@@ -31,17 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Measurement, Result, add_json_arg, emit
 
-from sbps import identity
-from sbps.actions import Plan
 from sbps.config import HttpConfig
-from sbps.http.app import make_app
-from sbps.http.deps import HttpDeps
-from sbps.http.serve import start_http
-from sbps.http.source import StatusSource
-from sbps.lifecycle import ImageStatus, Lifecycle
-from sbps.model import Arch, DesiredImage, ImageKind, ImageState, ObjectInfo, S3Url
-from sbps.reconciler import Status
-from sbps.target_state import Lun, Portal, StorageObject, TargetState
+from sbps.core import identity
+from sbps.core.actions import Plan
+from sbps.core.model import Arch, DesiredImage, ImageKind, ImageState, ObjectInfo, S3Url
+from sbps.core.target_state import Lun, Portal, StorageObject, TargetState
+from sbps.publish.http.app import make_app
+from sbps.publish.http.deps import HttpDeps
+from sbps.publish.http.serve import start_http
+from sbps.publish.http.source import StatusSource
+from sbps.reconcile.lifecycle import ImageStatus, Lifecycle
+from sbps.reconcile.loop import Status
 
 CLIENTS = 256
 IMAGES = 255

@@ -1,6 +1,6 @@
 """Benchmark (not a test): label -> export latency of an already-cached image.
 
-A real marshal (``sbps.daemon`` subprocess, LIO backend on the configfs emulation, moto S3,
+A real marshal (``sbps.daemon.main`` subprocess, LIO backend on the configfs emulation, moto S3,
 the dev IMS server with a 2,000-record catalog) whose cache already holds every image
 (staged beforehand by the stager's own verified download). Each of ``--changes`` label
 changes sets the label of one more image in IMS, then:

@@ -25,8 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from configfs import mounted  # noqa: E402
-from sbps.actions import CreateLun, CreateStorageObject, CreateTarget  # noqa: E402
-from sbps.target_state import Lun, StorageObject  # noqa: E402
+from sbps.core.actions import CreateLun, CreateStorageObject, CreateTarget  # noqa: E402
+from sbps.core.target_state import Lun, StorageObject  # noqa: E402
 from tests.fixtures import targetcli as lio_targetcli  # noqa: E402
 from tests.integration import lio_scenarios as sc  # noqa: E402
 

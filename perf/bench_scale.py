@@ -1,6 +1,6 @@
 """Benchmark (not a test): a scale model of a fleet of workers.
 
-N simulated workers (each a real ``sbps.daemon`` subprocess on its own configfs emulation
+N simulated workers (each a real ``sbps.daemon.main`` subprocess on its own configfs emulation
 mount, with its own state and cache directories; caches seeded by hard links from one
 verified staging so the S3 server is not the bottleneck) share one moto bucket (their LUN id
 claims) and one dev IMS catalog. For each N, images are labelled in steps (M grows); at each

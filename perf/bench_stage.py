@@ -31,9 +31,9 @@ from botocore.config import Config as BotoConfig  # noqa: E402
 
 from sbps import identity  # noqa: E402
 from sbps.config import StageConfig, load  # noqa: E402
-from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url  # noqa: E402
-from sbps.s3 import S3, Credentials  # noqa: E402
-from sbps.stager import Stager  # noqa: E402
+from sbps.core.model import DesiredImage, ImageKind, ObjectInfo, S3Url  # noqa: E402
+from sbps.sources.s3 import S3, Credentials  # noqa: E402
+from sbps.sources.stager import Stager  # noqa: E402
 
 MIB = 2**20
 KEY, SECRET = "bench-key", "bench-secret"

@@ -1,6 +1,6 @@
 """Benchmark (not a test): the steady-state reconcile pass and the daemon's memory.
 
-A real marshal (``sbps.daemon`` subprocess, LIO backend on the configfs emulation, moto S3
+A real marshal (``sbps.daemon.main`` subprocess, LIO backend on the configfs emulation, moto S3
 behind a counting proxy, the dev IMS server) with 255 labelled images out of a 2,000-record
 catalog, all exported (caches seeded by hard links from one verified staging). Then each of
 ``--passes`` passes is triggered with ``POST /v1/reconcile?wait=1`` and measured:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from sbps import __version__
-from sbps.errors import ConfigError, SbpsError
+from sbps.core.errors import ConfigError, SbpsError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from sbps.config import Config, load
-from sbps.errors import PermanentError, UpstreamPermanentError, UpstreamTemporaryError
-from sbps.http.auth import read_token, token_path
-from sbps.http.serve import URL_FILE, url_of
+from sbps.core.errors import PermanentError, UpstreamPermanentError, UpstreamTemporaryError
+from sbps.publish.http.auth import read_token, token_path
+from sbps.publish.http.serve import URL_FILE, url_of
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

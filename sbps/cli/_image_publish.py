@@ -10,7 +10,7 @@ nothing, neither the daemon (no label, no manifest) nor BOS (no link) can use it
 next run of the same build finds it by name and digest and resumes under the same id,
 reusing what was uploaded. Deleting it instead would throw the partial upload away (the
 next run gets a new id, hence a new prefix) and a process killed mid-upload could not
-delete anything anyway. Must not build images (``sbps.build.pipeline`` does).
+delete anything anyway. Must not build images (``sbps.imagebuild.pipeline`` does).
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sbps import bootformats, bootparams
-from sbps.build.pipeline import DIGEST_KEY, BuildRequest, Prepared
-from sbps.build.upload import UploadResult, upload_image
-from sbps.catalog import ImsClient, make_auth
-from sbps.catalog.parse import parse_manifest, parse_record
 from sbps.config import Config
-from sbps.errors import ConfigError, InputError, SbpsError, UpstreamPermanentError
-from sbps.model import Arch, Artifact, ArtifactType, ImageRecord, Manifest, Problem
-from sbps.s3 import S3, NotFound, parse_url, read_credentials, translate
+from sbps.core.errors import ConfigError, InputError, SbpsError, UpstreamPermanentError
+from sbps.core.model import Arch, Artifact, ArtifactType, ImageRecord, Manifest, Problem
+from sbps.imagebuild.pipeline import DIGEST_KEY, BuildRequest, Prepared
+from sbps.imagebuild.upload import UploadResult, upload_image
+from sbps.publish.boot import formats as bootformats
+from sbps.publish.boot import params as bootparams
+from sbps.sources.catalog import ImsClient, make_auth
+from sbps.sources.catalog.parse import parse_manifest, parse_record
+from sbps.sources.s3 import S3, NotFound, parse_url, read_credentials, translate
 
 
 @dataclass(frozen=True)

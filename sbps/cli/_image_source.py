@@ -5,7 +5,7 @@ never mounted), or anything ``image build`` accepts (directory, tar, OCI layout 
 archive, unpacked to a temporary tree); otherwise it must be an IMS image id, whose
 rootfs (and initrd, to look inside it) are downloaded from S3 into a temporary directory
 through the manifest the record links. Temporary files go when the context ends. Must not
-decide what an image needs (``sbps.build.check``).
+decide what an image needs (``sbps.imagebuild.check``).
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sbps.build import source
-from sbps.build.check import Artifacts
-from sbps.build.rootview import DirView, RootView, SquashfsView
-from sbps.catalog import ImsClient, make_auth
-from sbps.catalog.parse import parse_manifest
 from sbps.config import Config
-from sbps.errors import InputError
-from sbps.model import ArtifactType, Problem, S3Url
-from sbps.s3 import S3, read_credentials, translate
+from sbps.core.errors import InputError
+from sbps.core.model import ArtifactType, Problem, S3Url
+from sbps.imagebuild import source
+from sbps.imagebuild.check import Artifacts
+from sbps.imagebuild.rootview import DirView, RootView, SquashfsView
+from sbps.sources.catalog import ImsClient, make_auth
+from sbps.sources.catalog.parse import parse_manifest
+from sbps.sources.s3 import S3, read_credentials, translate
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -3,7 +3,7 @@
 Owns these two commands: the first prints the kernel parameters (or a BOS boot set, a
 SAT bootprep entry, JSON) that boot an IMS image through SBPS; the second checks a
 ``root=`` parameter and prints the serial and WWID the device must have. Grammar and
-formats belong to ``sbps.bootparams`` and ``sbps.bootformats``; reading the image to
+formats belong to ``sbps.publish.boot.params`` and ``sbps.publish.boot.formats``; reading the image to
 ``ImageSource``. Must not print secrets.
 
 Both forms share one subparser: a first word ``parse`` selects the parser, anything else
@@ -18,12 +18,13 @@ import json
 import sys
 from typing import Any
 
-from sbps import bootformats, bootparams
-from sbps.bootsource import CatalogImageSource, ImageRequest, produce
-from sbps.catalog import ImsClient, make_auth
 from sbps.config import Config, load
-from sbps.errors import ConfigError, InputError
-from sbps.s3 import S3, allowed_buckets, read_credentials
+from sbps.core.errors import ConfigError, InputError
+from sbps.publish.boot import formats as bootformats
+from sbps.publish.boot import params as bootparams
+from sbps.publish.boot.source import CatalogImageSource, ImageRequest, produce
+from sbps.sources.catalog import ImsClient, make_auth
+from sbps.sources.s3 import S3, allowed_buckets, read_credentials
 
 _IMAGE_OPTIONS = ("network", "system", "domain", "timeout", "ramroot", "format", "name",
                   "configuration")

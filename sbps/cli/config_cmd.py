@@ -16,7 +16,7 @@ from typing import Any
 from sbps.config import load
 from sbps.config.render import example, reference_markdown, show_json, show_text
 from sbps.config.schema import DEFAULT_PATH
-from sbps.errors import ConfigError
+from sbps.core.errors import ConfigError
 
 
 def register(sub: Any) -> None:

@@ -1,4 +1,4 @@
-"""``sbpsctl demo [--check] [--keep]``: the whole stack on loopback (see ``sbps.demo``).
+"""``sbpsctl demo [--check] [--keep]``: the whole stack on loopback (see ``sbps.dev.demo``).
 
 Owns the command only. ``--check`` runs every step and its checks, then stops and exits
 0 or 1 (CI runs it); without it the stack keeps serving until Ctrl-C.
@@ -19,6 +19,6 @@ def register(sub: Any) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from sbps.demo import Demo  # needs the development servers; only for this command
+    from sbps.dev.demo import Demo  # needs the development servers; only for this command
 
     return Demo(keep=args.keep).run(check=args.check)

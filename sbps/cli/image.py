@@ -29,12 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sbps.build import check, pipeline
-from sbps.catalog import ImsClient, make_auth
 from sbps.cli import _image_publish, _image_source
 from sbps.config import Config, load
-from sbps.errors import InputError
-from sbps.model import Arch, ArtifactType
+from sbps.core.errors import InputError
+from sbps.core.model import Arch, ArtifactType
+from sbps.imagebuild import check, pipeline
+from sbps.sources.catalog import ImsClient, make_auth
 
 _ARCHES = tuple(a.value for a in Arch)
 _GROUP_ATTR = "_sbps_image_actions"

@@ -1,6 +1,6 @@
 """``sbpsctl luns list|verify|release``: the LUN id registry against this worker's journal.
 
-Owns these subcommands only; the registry belongs to ``sbps.claims``. The daemon's journal
+Owns these subcommands only; the registry belongs to ``sbps.sources.claims``. The daemon's journal
 in ``reconcile.state_dir`` is read but never written here (the daemon owns it), except by
 ``release`` in hash mode, where the journal is the registry.
 
@@ -22,12 +22,12 @@ import urllib.request
 from dataclasses import asdict
 from typing import Any
 
-from sbps.claims import Allocation, ClaimRegistry, Settings, is_free, journal_path
 from sbps.cli._api import default_url
 from sbps.config import Config, load
-from sbps.errors import InputError
-from sbps.model import Claim
-from sbps.s3 import S3, read_credentials
+from sbps.core.errors import InputError
+from sbps.core.model import Claim
+from sbps.sources.claims import Allocation, ClaimRegistry, Settings, is_free, journal_path
+from sbps.sources.s3 import S3, read_credentials
 
 
 def register(sub: Any) -> None:

@@ -6,7 +6,7 @@ names different images on different workers, and a fleet that mixes target backe
 sets its own designators, so initiators cannot multipath across backends). Exit 1 on any
 disagreement or unreachable worker. Workers never talk to each other; this is the check.
 With no URL, the workers are the ones registered in DNS under this worker's SRV name
-(``sbps.dns.peers``), each reached at its A record's address on ``http.port``.
+(``sbps.publish.dns.peers``), each reached at its A record's address on ``http.port``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sbps.cli._api import add_common, api, config_of, dump, table
-from sbps.dns import peers
-from sbps.dns.records import srv_name
-from sbps.errors import SbpsError, UpstreamPermanentError
+from sbps.core.errors import SbpsError, UpstreamPermanentError
+from sbps.publish.dns import peers
+from sbps.publish.dns.records import srv_name
 
 #: Catalog states in which a worker actually exports the image.
 SERVING = ("exported", "retiring")

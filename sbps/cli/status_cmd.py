@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from sbps.cli._api import add_common, api, dump, table
-from sbps.errors import PermanentError
+from sbps.core.errors import PermanentError
 
 
 def register(sub: Any) -> None:

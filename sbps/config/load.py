@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sbps.config.schema import DEFAULT_PATH, DEPRECATED_ENV, ENV_PREFIX, Config
-from sbps.errors import ConfigError, ConfigErrors
+from sbps.core.errors import ConfigError, ConfigErrors
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,

@@ -82,9 +82,9 @@ def test_nested_record_and_manifest_leave_the_daemon_and_the_other_images_alone(
 
 SITECUSTOMIZE = '''
 import os
-import sbps.plan
+import sbps.reconcile.plan
 
-_plan = sbps.plan.plan
+_plan = sbps.reconcile.plan.plan
 
 
 def plan(inp):
@@ -93,7 +93,7 @@ def plan(inp):
     return _plan(inp)
 
 
-sbps.plan.plan = plan
+sbps.reconcile.plan.plan = plan
 '''
 
 

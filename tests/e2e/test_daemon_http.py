@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from sbps import identity
+from sbps.core import identity
 from tests.fixtures.images import PROJECT_LABEL
 from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.servers import SECRET_KEY, IMSServer

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sbps import identity
+from sbps.core import identity
 from tests.fixtures.images import PROJECT_LABEL
 from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.servers import IMSServer

@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from sbps import identity
+from sbps.core import identity
 from tests.fixtures.marshal import Worker, read_json_log, wait_until
 from tests.fixtures.proxy import Fault, FaultProxy
 from tests.fixtures.servers import IMSServer, S3Server

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sbps import identity
+from sbps.core import identity
 from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.servers import IMSServer
 from tests.fixtures.tgt import Tgtd

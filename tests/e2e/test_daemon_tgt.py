@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sbps import identity
-from sbps.build.upload import upload_image
-from sbps.s3 import S3
+from sbps.core import identity
+from sbps.imagebuild.upload import upload_image
+from sbps.sources.s3 import S3
 from tests.e2e.tgt_client import (
     CALL_TIMEOUT,
     client_luns,

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from configfs import rtslib_root
-from sbps import identity
-from sbps.model import S3Url
+from sbps.core import identity
+from sbps.core.model import S3Url
 from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.servers import IMSServer
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sbps import identity
+from sbps.core import identity
 from tests.fixtures.images import MARKER, UploadedImage
 from tests.fixtures.iscsi import (
     CHECK_CONDITION,

@@ -21,18 +21,18 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from configfs.control import ControlClient
-from sbps.actions import Action, DeleteLun, DeleteStorageObject
-from sbps.backends.lio import LioBackend
 from sbps.config import TargetConfig
-from sbps.errors import BackendError
-from sbps.model import DesiredImage, Identity, ImageKind, ObjectInfo, S3Url
-from sbps.plan import PlanInput, plan
-from sbps.target_state import Portal, TargetState
+from sbps.core.actions import Action, DeleteLun, DeleteStorageObject
+from sbps.core.errors import BackendError
+from sbps.core.model import DesiredImage, Identity, ImageKind, ObjectInfo, S3Url
+from sbps.core.target_state import Portal, TargetState
+from sbps.reconcile.plan import PlanInput, plan
+from sbps.target.lio.backend import LioBackend
 
 IQN = "iqn.2023-06.csm.iscsi:ncn-w001"
 OTHER_IQN = "iqn.2023-06.csm.iscsi:someone-else"
 PORTALS = frozenset({Portal("127.0.0.1", 3260), Portal("127.0.0.2", 3260)})
-# The same values as sbps.reconciler.OPEN_ACCESS_ATTRIBUTES (checked by the pytest side;
+# The same values as sbps.reconcile.loop.OPEN_ACCESS_ATTRIBUTES (checked by the pytest side;
 # the reconciler itself needs packages Debian's python does not have).
 OPEN_ACCESS = (("generate_node_acls", "1"), ("demo_mode_write_protect", "1"),
                ("cache_dynamic_acls", "1"), ("authentication", "0"))
@@ -105,7 +105,7 @@ def plan_for(env: Env, state: TargetState, claims: dict[int, int],
 
 
 def run(backend: LioBackend, actions: Sequence[Action]) -> dict[str, str]:
-    """Apply as sbps.apply does: a failure skips that image's later actions only, and the
+    """Apply as sbps.reconcile.apply does: a failure skips that image's later actions only, and the
     batch is committed when anything was written. Returns failed action -> error code."""
     failed: dict[str, str] = {}
     bad_subjects: set[str] = set()
@@ -252,7 +252,7 @@ def scenario_batch(env: Env, args: dict[str, Any]) -> dict[str, Any]:
 def scenario_leftovers(env: Env, args: dict[str, Any]) -> dict[str, Any]:
     """What a create killed at the worst moments leaves: an HBA with no object, an object
     never configured, a LUN with no link. The next pass finishes the job."""
-    from sbps.actions import CreateTarget
+    from sbps.core.actions import CreateTarget
 
     env.backend().apply(CreateTarget(IQN, reason="test"))
     target = os.path.join(env.mount, "target")

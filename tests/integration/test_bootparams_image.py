@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from sbps import bootparams, identity
 from sbps.cli import main
-from sbps.model import ArtifactType
+from sbps.core import identity
+from sbps.core.model import ArtifactType
+from sbps.publish.boot import params as bootparams
 from tests.fixtures.servers import S3Server
 
 TOKEN = "test-token-0123"

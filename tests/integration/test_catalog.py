@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from sbps.catalog import Catalog, CatalogSnapshot, ImsClient, ImsRefused, make_auth
-from sbps.catalog.ims import ImsUnavailable
 from sbps.config import Config, load
-from sbps.model import ImageKind, S3Url
-from sbps.s3 import S3, read_credentials
+from sbps.core.model import ImageKind, S3Url
+from sbps.sources.catalog import Catalog, CatalogSnapshot, ImsClient, ImsRefused, make_auth
+from sbps.sources.catalog.ims import ImsUnavailable
+from sbps.sources.s3 import S3, read_credentials
 from tests.fixtures.images import UploadedImage
 from tests.fixtures.proxy import Fault, FaultProxy, Seen
 from tests.fixtures.servers import IMS_ODD_RECORDS, IMS_TEST_TOKEN, IMSServer, S3Server
@@ -370,7 +370,7 @@ async def test_get_image_and_patch_label(ims_server: IMSServer, make_catalog: An
 
 
 def test_s3url_of_pe_is_the_legacy_key() -> None:
-    from sbps import identity
+    from sbps.core import identity
     url = S3Url("boot-images", "PE/CPE-base.x86_64-24.11.squashfs")
     assert identity.pe(url, "etag").product_id == "de4cc04e7dacfb9"
 

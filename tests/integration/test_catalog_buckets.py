@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from sbps.catalog import Catalog, CatalogSnapshot, ImsClient, make_auth
 from sbps.config import load
-from sbps.model import ArtifactType
-from sbps.s3 import S3, read_credentials
+from sbps.core.model import ArtifactType
+from sbps.sources.catalog import Catalog, CatalogSnapshot, ImsClient, make_auth
+from sbps.sources.s3 import S3, read_credentials
 from tests.fixtures.proxy import FaultProxy
 from tests.fixtures.servers import IMSServer, S3Server
 

@@ -8,8 +8,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sbps.catalog import ImsClient, make_auth
 from sbps.config import load
+from sbps.sources.catalog import ImsClient, make_auth
 
 
 async def test_list_of_2000_records_is_read_whole(ims_server_factory: Any,

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from sbps.claims import ClaimHeld, ClaimRegistry, RangeFull, Settings, journal_path
-from sbps.claims.codec import claim_from_bytes
-from sbps.claims.store import ClaimStore
 from sbps.config import load
-from sbps.identity import from_key, pe
-from sbps.model import Claim, S3Url
-from sbps.ports import Claims
-from sbps.rejections import Rejections
-from sbps.s3 import S3, read_credentials
+from sbps.core.identity import from_key, pe
+from sbps.core.interfaces import Claims
+from sbps.core.model import Claim, S3Url
+from sbps.core.rejections import Rejections
+from sbps.sources.claims import ClaimHeld, ClaimRegistry, RangeFull, Settings, journal_path
+from sbps.sources.claims.codec import claim_from_bytes
+from sbps.sources.claims.store import ClaimStore
+from sbps.sources.s3 import S3, read_credentials
 from tests.fixtures.servers import S3Server
 
 DAY = 86400.0

@@ -1,4 +1,4 @@
-"""The marshal's proof that the claim bucket honours conditional writes (sbps.claims.probe),
+"""The marshal's proof that the claim bucket honours conditional writes (sbps.sources.claims.probe),
 against a real S3 server and the same server behind a proxy that strips If-None-Match and
 If-Match from PUTs (a store that ignores them). tests/rgw runs these bodies on Ceph RGW.
 """
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from sbps.claims import ClaimRegistry, Settings, journal_path
-from sbps.claims.probe import StoreCheck, StoreUnsafe, Verdict, probe
 from sbps.config import load
-from sbps.identity import from_key
-from sbps.metrics import SbpsCollector
-from sbps.s3 import S3, read_credentials
-from sbps.status import Status
+from sbps.core.identity import from_key
+from sbps.publish.metrics import SbpsCollector
+from sbps.reconcile.status import Status
+from sbps.sources.claims import ClaimRegistry, Settings, journal_path
+from sbps.sources.claims.probe import StoreCheck, StoreUnsafe, Verdict, probe
+from sbps.sources.s3 import S3, read_credentials
 from tests.fixtures.proxy import Fault, FaultProxy
 from tests.fixtures.servers import S3Server
 
@@ -83,7 +83,7 @@ def test_a_store_that_ignores_conditions_is_refused_and_no_claim_is_written(
     assert check.state.verdict is Verdict.REFUSED
     assert "If-None-Match" in check.state.reason
     assert 'target.lun_allocation = "hash"' in check.state.reason
-    refusals = [r for r in caplog.records if r.name == "sbps.claims.probe"]
+    refusals = [r for r in caplog.records if r.name == "sbps.sources.claims.probe"]
     assert len(refusals) == 1 and 'target.lun_allocation = "hash"' in refusals[0].getMessage()
     # Refused again without a new probe until the recheck interval has passed.
     puts = len(proxy.requests("PUT"))

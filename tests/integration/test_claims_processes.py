@@ -12,11 +12,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-from sbps.claims import ClaimRegistry, Settings, journal_path
-from sbps.claims.codec import claim_from_bytes, index_from_bytes
 from sbps.config import load
-from sbps.identity import from_key
-from sbps.s3 import S3, read_credentials
+from sbps.core.identity import from_key
+from sbps.sources.claims import ClaimRegistry, Settings, journal_path
+from sbps.sources.claims.codec import claim_from_bytes, index_from_bytes
+from sbps.sources.s3 import S3, read_credentials
 from tests.fixtures.servers import S3Server
 
 WORKERS = 8

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from sbps.claims import ClaimRegistry, Settings, journal_path
 from sbps.cli import main
 from sbps.config import load
-from sbps.identity import from_key
-from sbps.lifecycle import ImageStatus
-from sbps.model import DesiredImage, ImageKind, ImageState, ObjectInfo, S3Url
-from sbps.s3 import S3, read_credentials
-from sbps.status import Status
-from sbps.target_state import TargetState
+from sbps.core.identity import from_key
+from sbps.core.model import DesiredImage, ImageKind, ImageState, ObjectInfo, S3Url
+from sbps.core.target_state import TargetState
+from sbps.reconcile.lifecycle import ImageStatus
+from sbps.reconcile.status import Status
+from sbps.sources.claims import ClaimRegistry, Settings, journal_path
+from sbps.sources.s3 import S3, read_credentials
 from tests.fixtures.http_api import start_api
 from tests.fixtures.servers import S3Server
 

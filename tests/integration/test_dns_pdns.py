@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from sbps.config import Config, DnsConfig, NodeConfig
-from sbps.dns import make_registrar
-from sbps.dns.pdns import PdnsRegistrar
-from sbps.errors import UpstreamPermanentError, UpstreamTemporaryError
+from sbps.core.errors import UpstreamPermanentError, UpstreamTemporaryError
+from sbps.publish.dns import make_registrar
+from sbps.publish.dns.pdns import PdnsRegistrar
 from tests.fixtures.dns import BASE, DOMAIN, SYSTEM, PdnsServer, query
 
 SRV_HSN = f"_sbps-hsn._tcp.{BASE}"

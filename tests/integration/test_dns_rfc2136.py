@@ -16,9 +16,9 @@ import dns.update
 import pytest
 
 from sbps.config import Config, DnsConfig, NodeConfig
-from sbps.dns import make_registrar
-from sbps.dns.rfc2136 import Rfc2136Registrar
-from sbps.errors import UpstreamPermanentError, UpstreamTemporaryError
+from sbps.core.errors import UpstreamPermanentError, UpstreamTemporaryError
+from sbps.publish.dns import make_registrar
+from sbps.publish.dns.rfc2136 import Rfc2136Registrar
 from tests.fixtures.dns import BASE, DOMAIN, KEY_NAME, SYSTEM, KnotServer, query
 
 SRV_HSN = f"_sbps-hsn._tcp.{BASE}"

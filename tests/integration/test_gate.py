@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from sbps.config import load
-from sbps.errors import SbpsError
-from sbps.gate import FileGate, K8sLabelGate, make_gate
+from sbps.core.errors import SbpsError
+from sbps.publish.gate import FileGate, K8sLabelGate, make_gate
 from tests.fixtures.servers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,14 +16,14 @@ import pytest
 from sbps import __version__
 from sbps.cli._api import Api
 from sbps.config import HttpConfig
-from sbps.errors import ConfigError
-from sbps.http.app import make_app
-from sbps.http.auth import load_or_create_token
-from sbps.http.deps import DEPS
-from sbps.http.serve import start_http, tls_context
-from sbps.lifecycle import ImageStatus
-from sbps.model import ImageState
-from sbps.target_state import LunStats
+from sbps.core.errors import ConfigError
+from sbps.core.model import ImageState
+from sbps.core.target_state import LunStats
+from sbps.publish.http.app import make_app
+from sbps.publish.http.auth import load_or_create_token
+from sbps.publish.http.deps import DEPS
+from sbps.publish.http.serve import start_http, tls_context
+from sbps.reconcile.lifecycle import ImageStatus
 from tests.fixtures.http_api import (
     IQN,
     ApiServer,

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sbps.http.limits import Limits
+from sbps.publish.http.limits import Limits
 from tests.fixtures.http_api import ApiServer, make_status, rootfs, start_api
 from tests.fixtures.slow_clients import SlowClients
 
@@ -175,7 +175,7 @@ async def test_notify_brute_force_is_throttled_counted_and_logged_once(
         tmp_path: Path, http: aiohttp.ClientSession,
         caplog: pytest.LogCaptureFixture) -> None:
     api = await _start(tmp_path)
-    caplog.set_level(logging.INFO, logger="sbps.http.throttle")
+    caplog.set_level(logging.INFO, logger="sbps.publish.http.throttle")
     try:
         statuses = []
         for i in range(300):
@@ -187,7 +187,7 @@ async def test_notify_brute_force_is_throttled_counted_and_logged_once(
             text = await r.text()
         assert _metric(text, 'sbps_notify_rejected_total{reason="throttled"}') == throttled
         assert _metric(text, 'sbps_notify_rejected_total{reason="wrong_secret"}') == wrong
-        lines = [r for r in caplog.records if r.name == "sbps.http.throttle"]
+        lines = [r for r in caplog.records if r.name == "sbps.publish.http.throttle"]
         assert len(lines) == 1, [r.getMessage() for r in lines]
         assert api.control.reasons == []  # type: ignore[attr-defined]
     finally:

@@ -1,6 +1,6 @@
 """Live responses of the HTTP API conform to the OpenAPI document shipped in the package.
 
-schemathesis generates requests for every operation of ``sbps/http/openapi.yaml`` and
+schemathesis generates requests for every operation of ``sbps/publish/http/openapi.yaml`` and
 checks each live response (status code, content type, headers, body schema, no server
 error). The server runs on a real socket in a thread of its own, because schemathesis
 calls it synchronously.
@@ -23,7 +23,7 @@ from schemathesis.checks import negative_data_rejection, positive_data_acceptanc
 
 from tests.fixtures.http_api import ApiServer, make_status, pe, rootfs, start_api
 
-SPEC = Path(str(resources.files("sbps.http").joinpath("openapi.yaml")))
+SPEC = Path(str(resources.files("sbps.publish.http").joinpath("openapi.yaml")))
 schema = schemathesis.openapi.from_path(SPEC)
 
 

@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from sbps import identity
-from sbps.build import pipeline
-from sbps.catalog import Catalog, ImsClient, make_auth
 from sbps.cli import main
 from sbps.config import load
-from sbps.s3 import S3, read_credentials
+from sbps.core import identity
+from sbps.imagebuild import pipeline
+from sbps.sources.catalog import Catalog, ImsClient, make_auth
+from sbps.sources.s3 import S3, read_credentials
 from tests.fixtures.proxy import Fault, FaultProxy
 from tests.fixtures.servers import IMSServer, S3Server
 

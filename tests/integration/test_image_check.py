@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from sbps.build import check, pkgdb
-from sbps.build.rootview import DirView, SquashfsView
-from sbps.build.squashfs import make_squashfs
 from sbps.cli import main
+from sbps.imagebuild import check, pkgdb
+from sbps.imagebuild.rootview import DirView, SquashfsView
+from sbps.imagebuild.squashfs import make_squashfs
 from tests.unit.test_build_check import debian_tree, enable, write
 
 SPEC = """\

@@ -1,7 +1,7 @@
 """Access control on the LIO backend (PyPI rtslib-fb, configfs emulation): node ACLs and
 mapped LUNs as the tenant map says, CHAP on every ACL (never logged), write-protected
 mappings, revocation, and zero writes once converged. The policy is read from real files
-by ``AccessSource``; planning is the real ``sbps.plan.plan``."""
+by ``AccessSource``; planning is the real ``sbps.reconcile.plan.plan``."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ import pytest
 from configfs import Mounted, mounted
 from configfs.control import ControlError
 from configfs.rtslib_compat import restore_rtslib
-from sbps.access_files import AccessSource
-from sbps.backends.lio import LioBackend
 from sbps.config import TargetConfig
-from sbps.model import DesiredImage
-from sbps.plan import PlanInput, plan
-from sbps.target_state import MappedLun, NodeAcl, TargetState
+from sbps.core.model import DesiredImage
+from sbps.core.target_state import MappedLun, NodeAcl, TargetState
+from sbps.reconcile.plan import PlanInput, plan
+from sbps.target.access.files import AccessSource
+from sbps.target.lio.backend import LioBackend
 from tests.integration import lio_scenarios as sc
 
 pytestmark = [

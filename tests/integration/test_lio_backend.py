@@ -18,11 +18,11 @@ import pytest
 
 from configfs import Mounted, mounted
 from configfs.rtslib_compat import restore_rtslib
-from sbps.backends import make_backend
-from sbps.backends.lio import LioBackend
 from sbps.config import Config, TargetConfig
-from sbps.errors import BackendError
-from sbps.reconciler import OPEN_ACCESS_ATTRIBUTES
+from sbps.core.errors import BackendError
+from sbps.reconcile.loop import OPEN_ACCESS_ATTRIBUTES
+from sbps.target.factory import make_backend
+from sbps.target.lio.backend import LioBackend
 from tests.fixtures import targetcli as lio_targetcli
 from tests.integration import lio_scenarios as sc
 

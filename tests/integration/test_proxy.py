@@ -9,9 +9,9 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from sbps.errors import UpstreamTemporaryError
-from sbps.model import S3Url
-from sbps.s3 import S3
+from sbps.core.errors import UpstreamTemporaryError
+from sbps.core.model import S3Url
+from sbps.sources.s3 import S3
 from tests.fixtures.proxy import Fault, FaultProxy
 from tests.fixtures.servers import ACCESS_KEY, SECRET_KEY, S3Server
 
@@ -75,7 +75,7 @@ def test_reset_and_truncate(proxy: FaultProxy, obj: str) -> None:
 def test_sbps_s3_client_through_faults(proxy: FaultProxy, obj: str, s3_bucket: str,
                                       s3_credential_file: Any) -> None:
     from sbps.config import load
-    from sbps.s3 import read_credentials
+    from sbps.sources.s3 import read_credentials
     cfg = load(None, env={"SBPS_MARSHAL_S3_ENDPOINT": proxy.endpoint}).config.s3
     s3 = S3(cfg, read_credentials(str(s3_credential_file)))
     url = S3Url(s3_bucket, "x/obj")

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from sbps.config import load
-from sbps.errors import UpstreamTemporaryError
-from sbps.model import S3Url
-from sbps.s3 import S3, NotFound, PreconditionFailed, parse_url, read_credentials
+from sbps.core.errors import UpstreamTemporaryError
+from sbps.core.model import S3Url
+from sbps.sources.s3 import S3, NotFound, PreconditionFailed, parse_url, read_credentials
 from tests.fixtures.servers import S3Server
 
 

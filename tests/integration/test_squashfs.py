@@ -1,4 +1,4 @@
-"""sbps.build.squashfs with the real mksquashfs: reproducible, attributes preserved."""
+"""sbps.imagebuild.squashfs with the real mksquashfs: reproducible, attributes preserved."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sbps.build.squashfs import SquashfsError, make_squashfs
-from sbps.errors import InputError, PermanentError
+from sbps.core.errors import InputError, PermanentError
+from sbps.imagebuild.squashfs import SquashfsError, make_squashfs
 from tests.fixtures.images import MARKER
 
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from sbps import identity
 from sbps.config import StageConfig, load
-from sbps.errors import InputError, VerificationError
-from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
-from sbps.s3 import S3, read_credentials
-from sbps.stager import CacheFull, StageConflict, Stager
+from sbps.core import identity
+from sbps.core.errors import InputError, VerificationError
+from sbps.core.model import DesiredImage, ImageKind, ObjectInfo, S3Url
+from sbps.sources.s3 import S3, read_credentials
+from sbps.sources.stager import CacheFull, StageConflict, Stager
 from tests.fixtures.proxy import Fault, FaultProxy
 from tests.fixtures.servers import S3Server
 
@@ -352,11 +352,11 @@ async def test_rehash_is_cancellable(s3: S3, s3_client: Any, s3_bucket: str,
 
 _CHILD = """
 import asyncio, dataclasses, sys
-from sbps import identity
+from sbps.core import identity
 from sbps.config import StageConfig, load
-from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
-from sbps.s3 import S3, read_credentials
-from sbps.stager import Stager
+from sbps.core.model import DesiredImage, ImageKind, ObjectInfo, S3Url
+from sbps.sources.s3 import S3, read_credentials
+from sbps.sources.stager import Stager
 
 endpoint, creds, cache, bucket, key, etag, size = sys.argv[1:]
 s3 = S3(load(None, env={"SBPS_MARSHAL_S3_ENDPOINT": endpoint}).config.s3,

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from sbps.access_files import AccessSource
-from sbps.actions import Plan, SetAuth
 from sbps.config import TargetConfig
-from sbps.plan import PlanInput, plan
-from sbps.target_state import Portal
+from sbps.core.actions import Plan, SetAuth
+from sbps.core.target_state import Portal
+from sbps.reconcile.plan import PlanInput, plan
+from sbps.target.access.files import AccessSource
 from tests.fixtures.images import BuiltImage
 from tests.fixtures.iscsi import DATA_PROTECT, InitiatorError
 from tests.fixtures.tgt import Tgtd
@@ -125,7 +125,7 @@ def test_chap_one_way_and_mutual(tgtd: Tgtd, cache_dir: Path,
 
 def test_tenants_are_a_config_error_on_tgt(tmp_path: Path) -> None:
     from sbps.config import load
-    from sbps.errors import ConfigError
+    from sbps.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as bad:
         load(None, env={"SBPS_MARSHAL_TARGET_BACKEND": "tgt",

@@ -1,7 +1,7 @@
 """The tgt backend against a real tgtd, checked by a real initiator (libiscsi) on loopback.
 
 The images are real squashfs files (mksquashfs) copied into the test's cache directory the
-way the stager leaves them (read-only); planning uses the real ``sbps.plan.plan``.
+way the stager leaves them (read-only); planning uses the real ``sbps.reconcile.plan.plan``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from sbps import identity
-from sbps.actions import (
+from sbps.config import load
+from sbps.core import identity
+from sbps.core.actions import (
     CreateAcl,
     CreateLun,
     CreateStorageObject,
@@ -29,15 +30,14 @@ from sbps.actions import (
     SetTpgAttributes,
     SetTpgEnabled,
 )
-from sbps.backends import make_backend
-from sbps.backends.tgt import TgtBackend
-from sbps.backends.tgtadm import Tgtadm
-from sbps.config import load
-from sbps.errors import BackendError
-from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
-from sbps.plan import PlanInput, plan
-from sbps.reconciler import OPEN_ACCESS_ATTRIBUTES
-from sbps.target_state import Chap, Lun, Portal, Secret, StorageObject
+from sbps.core.errors import BackendError
+from sbps.core.model import DesiredImage, ImageKind, ObjectInfo, S3Url
+from sbps.core.target_state import Chap, Lun, Portal, Secret, StorageObject
+from sbps.reconcile.loop import OPEN_ACCESS_ATTRIBUTES
+from sbps.reconcile.plan import PlanInput, plan
+from sbps.target.factory import make_backend
+from sbps.target.tgt.backend import TgtBackend
+from sbps.target.tgt.tgtadm import Tgtadm
 from tests.fixtures.images import MARKER, BuiltImage
 from tests.fixtures.iscsi import (
     DATA_PROTECT,

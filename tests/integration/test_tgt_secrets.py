@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sbps.actions import SetAuth
-from sbps.backends.tgtadm import Tgtadm
-from sbps.target_state import Chap, Secret
+from sbps.core.actions import SetAuth
+from sbps.core.target_state import Chap, Secret
+from sbps.target.tgt.tgtadm import Tgtadm
 from tests.fixtures.images import BuiltImage
 from tests.fixtures.iscsi import GOOD, RemoteSession, Sense
 from tests.fixtures.secrets import ProcScan

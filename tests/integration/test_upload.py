@@ -1,4 +1,4 @@
-"""sbps.build.upload against the real moto server, and the upload_ims_image fixture."""
+"""sbps.imagebuild.upload against the real moto server, and the upload_ims_image fixture."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from sbps.build.upload import (
+from sbps.core.errors import InputError
+from sbps.core.model import ArtifactType, S3Url
+from sbps.imagebuild.upload import (
     MIN_PART_SIZE,
     UploadResult,
     check_image_id,
     multipart_etag,
     upload_image,
 )
-from sbps.errors import InputError
-from sbps.model import ArtifactType, S3Url
-from sbps.s3 import S3, NotFound, UpstreamPermanentError
+from sbps.sources.s3 import S3, NotFound, UpstreamPermanentError
 from tests.fixtures.images import MARKER, PROJECT_LABEL, BuiltImage, UploadedImage
 from tests.fixtures.servers import IMSServer
 

@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from sbps import identity
-from sbps.model import Identity
+from sbps.core import identity
+from sbps.core.model import Identity
 from tests.fixtures.images import PROJECT_LABEL, UploadedImage
 from tests.fixtures.iscsi import DATA_PROTECT, INITIATOR, RemoteSession
 from tests.fixtures.servers import IMSServer, S3Server
@@ -80,7 +80,7 @@ class GuestMarshal:
         self.logs.append(self.guest.out / log)
         # Under the unit's capability bounding set and NoNewPrivileges (what can be applied
         # without systemd): the real kernel says whether those capabilities are enough.
-        self.pid = self.guest.spawn([*setpriv_argv(), "python3", "-m", "sbps.daemon",
+        self.pid = self.guest.spawn([*setpriv_argv(), "python3", "-m", "sbps.daemon.main",
                                      "--config", f"{self.root}/marshal.toml", "--debug"],
                                     f"/out/{log}")
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from sbps.model import Identity
-from sbps.s3 import S3
+from sbps.core.model import Identity
+from sbps.sources.s3 import S3
 from tests.fixtures.marshal import Worker, wait_until
 from tests.reliability import detectors as det
 from tests.reliability.crashes import crashes

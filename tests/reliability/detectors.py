@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sbps import identity
-from sbps.claims import ClaimRegistry, Settings, journal_path
 from sbps.config import TargetConfig
-from sbps.model import Identity
-from sbps.s3 import S3
+from sbps.core import identity
+from sbps.core.model import Identity
+from sbps.sources.claims import ClaimRegistry, Settings, journal_path
+from sbps.sources.s3 import S3
 
 
 @dataclass(frozen=True)

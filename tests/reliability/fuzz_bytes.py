@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from sbps.claims.codec import IndexRecord, claim_from_dict, claim_to_bytes, index_to_bytes
-from sbps.identity import digest as sha224
+from sbps.core.identity import digest as sha224
+from sbps.sources.claims.codec import IndexRecord, claim_from_dict, claim_to_bytes, index_to_bytes
 from tests.reliability.fuzzing import VALID_MANIFEST, VALID_RECORD
 
 MARK = '"@@"'
@@ -77,37 +77,37 @@ IMS = Kind("IMS answers (raw bytes through ImsClient)",
            (MARK, _template([VALID_RECORD], "0"), _template([VALID_RECORD], "0", "metadata"),
             _template([VALID_RECORD], "0", "link"),
             _template([VALID_RECORD], "0", "metadata", "sbps-project")),
-           ("sbps.decode.MAX_IMS", "sbps.catalog.ims.MAX_BODY", "sbps.catalog.ims._MAX_BODY"))
+           ("sbps.core.decode.MAX_IMS", "sbps.sources.catalog.ims.MAX_BODY", "sbps.sources.catalog.ims._MAX_BODY"))
 MANIFEST = Kind("manifests (raw bytes through parse_manifest)",
                 json.dumps(VALID_MANIFEST).encode(),
                 (MARK, _template(VALID_MANIFEST, "artifacts"),
                  _template(VALID_MANIFEST, "artifacts", "0", "link"),
                  _template(VALID_MANIFEST, "version")),
-                ("sbps.decode.MAX_MANIFEST", "sbps.catalog.rootfs.MAX_MANIFEST"))
+                ("sbps.core.decode.MAX_MANIFEST", "sbps.sources.catalog.rootfs.MAX_MANIFEST"))
 CLAIMS = Kind("claim and key-index objects (raw bytes through the claim codec)",
               claim_to_bytes(claim_from_dict(CLAIM, "s3://b/.sbps/luns/7", 7)),
               (MARK, _template(CLAIM, "holders"), _template(CLAIM, "identity_key"),
                _template(CLAIM, "write_id")),
-              ("sbps.decode.MAX_CLAIM", "sbps.claims.store.MAX_BODY",
-               "sbps.claims.store._MAX_BODY"))
+              ("sbps.core.decode.MAX_CLAIM", "sbps.sources.claims.store.MAX_BODY",
+               "sbps.sources.claims.store._MAX_BODY"))
 TENANT_MAP_DOC = {"nodes": ["iqn.2026-01.test:n1"],
                   "tenants": {"red": {"initiators": ["iqn.2026-01.test:red*"]}}}
 TENANT_MAP = Kind("tenant maps (raw bytes of a .json file through load_tenant_map)",
                   json.dumps(TENANT_MAP_DOC).encode(),
                   (MARK, _template(TENANT_MAP_DOC, "nodes"),
                    _template(TENANT_MAP_DOC, "tenants", "red", "initiators")),
-                  ("sbps.decode.MAX_BYTES",))
+                  ("sbps.core.decode.MAX_BYTES",))
 K8S_NODE = {"kind": "Node", "metadata": {"name": "ncn-w001", "labels": {"iscsi": "sbps"}}}
 K8S = Kind("Kubernetes node answers (raw bytes through the k8s-label gate, over HTTP)",
            json.dumps(K8S_NODE).encode(),
            (MARK, _template(K8S_NODE, "metadata"), _template(K8S_NODE, "metadata", "labels")),
-           ("sbps.gate.MAX_NODE",))
+           ("sbps.publish.gate.MAX_NODE",))
 SPIRE = [{"svids": [{"spiffe_id": "spiffe://shasta/ncn/workload/sbps-marshal",
                      "svid": "eyJhbGciOiJub25lIn0.eyJleHAiOjF9."}]}]
 TOKEN = Kind("token command output (raw bytes through select_token)",
              json.dumps(SPIRE).encode(),
              (MARK, _template(SPIRE, "0", "svids"), _template(SPIRE, "0", "svids", "0")),
-             ("sbps.catalog.auth.MAX_TOKEN_OUTPUT",))
+             ("sbps.sources.catalog.auth.MAX_TOKEN_OUTPUT",))
 INDEX_BODY = index_to_bytes(IndexRecord(7, KEY, sha224(KEY), 1.0))
 
 

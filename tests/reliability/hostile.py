@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sbps import identity
-from sbps.claims import ids
 from sbps.config import TargetConfig
+from sbps.core import identity
+from sbps.sources.claims import ids
 from tests.fixtures.proxy import Fault, FaultProxy
 from tests.fixtures.servers import IMSServer
 from tests.reliability.fuzz_bytes import nest

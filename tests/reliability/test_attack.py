@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from sbps import identity
+from sbps.core import identity
 from tests.fixtures.dns import DOMAIN, SYSTEM, KnotServer, query
 from tests.fixtures.marshal import Worker, _env, wait_until
 from tests.fixtures.proxy import FaultProxy

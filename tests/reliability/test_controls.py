@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sbps import identity
-from sbps.s3 import S3
+from sbps.core import identity
+from sbps.sources.s3 import S3
 from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.plant import plant_env
 from tests.fixtures.proxy import Fault, FaultProxy

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from sbps import identity
+from sbps.core import identity
 from tests.fixtures.marshal import Worker
 from tests.fixtures.plant import plant_env
 from tests.fixtures.servers import IMSServer

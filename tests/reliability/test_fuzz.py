@@ -17,14 +17,14 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from sbps import bootparams
-from sbps.catalog.parse import parse_manifest, parse_record
 from sbps.config import load
 from sbps.config.load import keys
 from sbps.config.render import toml_value
-from sbps.errors import ConfigError, InputError
-from sbps.model import ImageRecord, Manifest, Problem
-from sbps.s3 import check_key
+from sbps.core.errors import ConfigError, InputError
+from sbps.core.model import ImageRecord, Manifest, Problem
+from sbps.publish.boot import params as bootparams
+from sbps.sources.catalog.parse import parse_manifest, parse_record
+from sbps.sources.s3 import check_key
 from tests.reliability import fuzzing as fz
 from tests.reliability.report import Figures, Report
 from tests.reliability.scale import Scale

@@ -17,15 +17,15 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from sbps.access_files import load_tenant_map
-from sbps.catalog.auth import NoAuth, select_token
-from sbps.catalog.ims import ImsClient
-from sbps.catalog.parse import parse_record
-from sbps.claims.codec import claim_from_bytes, index_from_bytes
 from sbps.config import CatalogConfig, NodeConfig
-from sbps.errors import ConfigError, InputError, SbpsError
-from sbps.gate import K8sLabelGate
-from sbps.model import Problem
+from sbps.core.errors import ConfigError, InputError, SbpsError
+from sbps.core.model import Problem
+from sbps.publish.gate import K8sLabelGate
+from sbps.sources.catalog.auth import NoAuth, select_token
+from sbps.sources.catalog.ims import ImsClient
+from sbps.sources.catalog.parse import parse_record
+from sbps.sources.claims.codec import claim_from_bytes, index_from_bytes
+from sbps.target.access.files import load_tenant_map
 from tests.fixtures.raw_http import RawServer
 from tests.reliability import fuzz_bytes as fb
 from tests.reliability import fuzzing as fz

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sbps.s3 import S3
+from sbps.sources.s3 import S3
 from tests.fixtures.marshal import Worker
 from tests.fixtures.proxy import FaultProxy
 from tests.fixtures.servers import IMSServer, S3Server

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sbps.s3 import S3
+from sbps.sources.s3 import S3
 from tests.fixtures.marshal import Worker
 from tests.fixtures.servers import IMSServer
 from tests.reliability import detectors as det

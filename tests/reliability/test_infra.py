@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sbps.s3 import S3
+from sbps.sources.s3 import S3
 from tests.fixtures.dns import DOMAIN, SYSTEM, KnotServer, query
 from tests.fixtures.iscsi import DATA_PROTECT, RemoteSession
 from tests.fixtures.marshal import Worker, wait_until

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sbps import identity
-from sbps.s3 import S3
+from sbps.core import identity
+from sbps.sources.s3 import S3
 from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.servers import IMSServer
 from tests.reliability import detectors as det

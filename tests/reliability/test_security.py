@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sbps import identity
+from sbps.core import identity
 from tests.fixtures.dns import DOMAIN, SYSTEM, KnotServer
 from tests.fixtures.marshal import Worker
 from tests.fixtures.servers import IMS_TEST_TOKEN, IMSServer, S3Server

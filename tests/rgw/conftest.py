@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sbps.s3 import S3
+from sbps.sources.s3 import S3
 from tests.fixtures.proxy import FaultProxy
 from tests.fixtures.rgw import summary
 from tests.fixtures.servers import S3Server

@@ -12,9 +12,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from sbps import identity
-from sbps.claims import ClaimRegistry, Settings, first_candidate
-from sbps.s3 import S3
+from sbps.core import identity
+from sbps.sources.claims import ClaimRegistry, Settings, first_candidate
+from sbps.sources.s3 import S3
 from tests.e2e.test_daemon_tgt import (  # noqa: F401 (collected by pytest)
     test_a_multipart_upload_reads_back_identical,
     test_a_node_reads_the_labelled_image_bit_for_bit,

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from sbps.build.upload import upload_image
-from sbps.errors import VerificationError
-from sbps.model import S3Url
-from sbps.s3 import S3
-from sbps.stager import Stager
+from sbps.core.errors import VerificationError
+from sbps.core.model import S3Url
+from sbps.imagebuild.upload import upload_image
+from sbps.sources.s3 import S3
+from sbps.sources.stager import Stager
 from tests.fixtures.proxy import Fault, FaultProxy
 from tests.integration.test_proxy import obj, test_sbps_s3_client_through_faults  # noqa: F401
 from tests.integration.test_s3 import (  # noqa: F401 (collected by pytest)

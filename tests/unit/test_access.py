@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from sbps import identity
-from sbps.access import (
+from sbps.config import TargetConfig, load
+from sbps.core import identity
+from sbps.core.errors import ConfigError
+from sbps.core.model import DesiredImage, ImageKind, ObjectInfo, S3Url
+from sbps.core.target_state import AccessMode
+from sbps.target.access.files import AccessSource, load_tenant_map, read_chap
+from sbps.target.access.policy import (
     ChapFiles,
     Policy,
     Tenant,
@@ -21,11 +26,6 @@ from sbps.access import (
     spec,
     visible,
 )
-from sbps.access_files import AccessSource, load_tenant_map, read_chap
-from sbps.config import TargetConfig, load
-from sbps.errors import ConfigError
-from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
-from sbps.target_state import AccessMode
 
 RED = "iqn.2024-01.node:x1000c0s0b0n0"
 RED2 = "iqn.2024-01.node:x1000c0s1b0n0"

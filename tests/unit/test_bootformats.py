@@ -8,9 +8,11 @@ import json
 import pytest
 import yaml  # installed with moto[server] (test requirement); sbps itself writes YAML by hand
 
-from sbps import bootformats, bootparams, identity
-from sbps.errors import InputError
-from sbps.model import Arch, Artifact, ArtifactType, ImageRecord, Manifest, S3Url
+from sbps.core import identity
+from sbps.core.errors import InputError
+from sbps.core.model import Arch, Artifact, ArtifactType, ImageRecord, Manifest, S3Url
+from sbps.publish.boot import formats as bootformats
+from sbps.publish.boot import params as bootparams
 
 IMS_ID = "4fab0408-0bfe-4668-b957-964f8ff0e4e9"
 ROOTFS = S3Url("boot-images", f"{IMS_ID}/rootfs")

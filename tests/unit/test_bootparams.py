@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sbps import bootparams, identity
-from sbps.bootparams import BootParams, generate, parse
-from sbps.errors import InputError
-from sbps.model import S3Url
+from sbps.core import identity
+from sbps.core.errors import InputError
+from sbps.core.model import S3Url
+from sbps.publish.boot import params as bootparams
+from sbps.publish.boot.params import BootParams, generate, parse
 
 EXAMPLE = ("root=sbps-s3:s3://boot-images/4fab0408-0bfe-4668-b957-964f8ff0e4e9/rootfs:"
            "b6ea7a2314d54dead0c94223863b3488-1977:sbps:v1:iqn.2023-06.csm.iscsi:"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from sbps.catalog.rules import foreign_links
 from sbps.config import load
-from sbps.errors import ConfigError
-from sbps.model import Artifact, ArtifactType, Manifest, S3Url
-from sbps.s3 import ForeignBucket, allowed_buckets, confine
+from sbps.core.errors import ConfigError
+from sbps.core.model import Artifact, ArtifactType, Manifest, S3Url
+from sbps.sources.catalog.rules import foreign_links
+from sbps.sources.s3 import ForeignBucket, allowed_buckets, confine
 
 OURS = "boot-images"
 ALLOWED = frozenset({OURS})

@@ -1,4 +1,4 @@
-"""Pure parts of sbps.build: the mksquashfs command line, ETag formula, image ids."""
+"""Pure parts of sbps.imagebuild: the mksquashfs command line, ETag formula, image ids."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sbps.build.squashfs import mksquashfs_command
-from sbps.build.upload import check_image_id, manifest_document, multipart_etag
-from sbps.errors import InputError
+from sbps.core.errors import InputError
+from sbps.imagebuild.squashfs import mksquashfs_command
+from sbps.imagebuild.upload import check_image_id, manifest_document, multipart_etag
 
 
 def test_reproducible_command_keeps_owners_and_xattrs() -> None:

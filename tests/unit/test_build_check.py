@@ -8,8 +8,8 @@ import os
 import tarfile
 from pathlib import Path
 
-from sbps.build import check, initrd, pkgdb
-from sbps.build.rootview import DirView, parse_listing
+from sbps.imagebuild import check, initrd, pkgdb
+from sbps.imagebuild.rootview import DirView, parse_listing
 
 STATUS = """\
 Package: open-iscsi
@@ -162,8 +162,8 @@ drwxr-xr-x 1234/5678                49 1970-01-01 00:00 R/etc
 
 
 def test_tar_member_names_are_confined() -> None:
-    from sbps.build.unpack import member_name
-    from sbps.errors import InputError
+    from sbps.core.errors import InputError
+    from sbps.imagebuild.unpack import member_name
     assert member_name(tarfile.TarInfo("./etc/x"), "t") == "etc/x"
     assert member_name(tarfile.TarInfo("./"), "t") == ""
     for bad in ("/etc/passwd", "../x", "a/../../x"):

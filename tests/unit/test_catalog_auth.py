@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sbps.catalog.auth import TokenCommand, TokenFile, jwt_expiry, select_token
-from sbps.errors import ConfigError, UpstreamPermanentError, UpstreamTemporaryError
+from sbps.core.errors import ConfigError, UpstreamPermanentError, UpstreamTemporaryError
+from sbps.sources.catalog.auth import TokenCommand, TokenFile, jwt_expiry, select_token
 
 
 def jwt(exp: float | None, sub: str = "x") -> str:

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from sbps.catalog.auth import NoAuth
-from sbps.catalog.ims import ImsClient, ImsUnavailable, check_id, images_url, ssl_context
 from sbps.config import CatalogConfig
+from sbps.sources.catalog.auth import NoAuth
+from sbps.sources.catalog.ims import ImsClient, ImsUnavailable, check_id, images_url, ssl_context
 from tests.fixtures.servers import free_port
 
 CA = "/etc/ssl/certs/ca-certificates.crt"

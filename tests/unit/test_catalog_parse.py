@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sbps.catalog.parse import parse_created, parse_manifest, parse_record
-from sbps.model import Arch, ImageRecord, Manifest, Problem, S3Url
+from sbps.core.model import Arch, ImageRecord, Manifest, Problem, S3Url
+from sbps.sources.catalog.parse import parse_created, parse_manifest, parse_record
 
 IMG = "4fab0408-0bfe-4668-b957-964f8ff0e4e9"
 ROOTFS = "application/vnd.cray.image.rootfs.squashfs"

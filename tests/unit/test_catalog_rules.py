@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from sbps.catalog.rules import Decision, decide, is_pe_object, registered_pe
 from sbps.config import CatalogConfig
-from sbps.model import Arch, ImageRecord, S3Url
+from sbps.core.model import Arch, ImageRecord, S3Url
+from sbps.sources.catalog.rules import Decision, decide, is_pe_object, registered_pe
 
 LABEL = {"sbps-project": "true"}
 P, U, N = Decision.PROJECT, Decision.UNLABELLED, Decision.UNTAGGED

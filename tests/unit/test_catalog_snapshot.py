@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from sbps.catalog.snapshot import ProblemLog
-from sbps.model import Problem
+from sbps.core.model import Problem
+from sbps.sources.catalog.snapshot import ProblemLog
 
 A = Problem("img-a", "link", "missing", "no_link")
 B = Problem("img-b", "arch", "unknown architecture 'sparc'", "unknown_arch")

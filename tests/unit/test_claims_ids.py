@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sbps.claims import first_candidate, is_free, preferred_order, probe_order, quarantine_ends
-from sbps.model import Claim
+from sbps.core.model import Claim
+from sbps.sources.claims import (
+    first_candidate,
+    is_free,
+    preferred_order,
+    probe_order,
+    quarantine_ends,
+)
 
 keys = st.text(min_size=1, max_size=80)
 ranges = st.integers(1, 16383).flatmap(

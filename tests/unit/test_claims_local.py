@@ -11,7 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sbps.claims import (
+from sbps.core.errors import InputError
+from sbps.core.identity import from_key
+from sbps.core.model import Claim, Identity
+from sbps.sources.claims import (
     Allocation,
     ClaimHeld,
     ClaimRegistry,
@@ -21,12 +24,9 @@ from sbps.claims import (
     journal_path,
     probe_order,
 )
-from sbps.claims.codec import claim_from_bytes, claim_to_bytes
-from sbps.claims.journal import Entry, Journal
-from sbps.claims.verify import check
-from sbps.errors import InputError
-from sbps.identity import from_key
-from sbps.model import Claim, Identity
+from sbps.sources.claims.codec import claim_from_bytes, claim_to_bytes
+from sbps.sources.claims.journal import Entry, Journal
+from sbps.sources.claims.verify import check
 
 DAY = 86400.0
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sbps import identity
 from sbps.cli import main
+from sbps.core import identity
 
 EXAMPLE = ("root=sbps-s3:s3://boot-images/4fab0408-0bfe-4668-b957-964f8ff0e4e9/rootfs:"
            "b6ea7a2314d54dead0c94223863b3488-1977:sbps:v1:iqn.2023-06.csm.iscsi:"

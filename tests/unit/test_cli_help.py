@@ -11,8 +11,8 @@ import pytest
 from sbps import __version__
 from sbps.cli import build_parser
 from sbps.cli import main as sbpsctl
-from sbps.daemon import build_parser as daemon_parser
-from sbps.daemon import parse_args
+from sbps.daemon.main import build_parser as daemon_parser
+from sbps.daemon.main import parse_args
 
 
 def _parsers(p: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:
@@ -47,7 +47,7 @@ def test_daemon_says_when_it_runs_on_defaults(tmp_path: Path, monkeypatch: pytes
                                               caplog: pytest.LogCaptureFixture) -> None:
     import sys
 
-    import sbps.daemon
+    import sbps.daemon.main
 
     class Stop:
         def __init__(self, loaded: object) -> None:
@@ -59,14 +59,14 @@ def test_daemon_says_when_it_runs_on_defaults(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("SBPS_MARSHAL_RECONCILE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(sys.modules["sbps.config.load"], "DEFAULT_PATH",
                         str(tmp_path / "absent.toml"))
-    monkeypatch.setattr(sbps.daemon, "Daemon", Stop)
-    monkeypatch.setattr(sbps.daemon.logs, "setup", lambda *a: None)
-    assert sbps.daemon.main([]) == 0
+    monkeypatch.setattr(sbps.daemon.main, "Daemon", Stop)
+    monkeypatch.setattr(sbps.daemon.main.logs, "setup", lambda *a: None)
+    assert sbps.daemon.main.main([]) == 0
     lines = [r.getMessage() for r in caplog.records if "absent.toml" in r.getMessage()]
     assert lines == [f"configuration: {tmp_path / 'absent.toml'} does not exist: running on "
                      "defaults and SBPS_MARSHAL_* environment variables"]
     caplog.clear()
     present = tmp_path / "present.toml"
     present.write_text("")
-    assert sbps.daemon.main(["--config", str(present)]) == 0
+    assert sbps.daemon.main.main(["--config", str(present)]) == 0
     assert not [r for r in caplog.records if "does not exist" in r.getMessage()]

@@ -11,7 +11,7 @@ import pytest
 from sbps.cli import main as sbpsctl
 from sbps.config import load, parse_duration, parse_size
 from sbps.config.render import as_dict, example
-from sbps.errors import ConfigError, ConfigErrors
+from sbps.core.errors import ConfigError, ConfigErrors
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""sbps.decode: size and depth limits checked before the standard library parses."""
+"""sbps.core.decode: size and depth limits checked before the standard library parses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sbps.decode import (
+from sbps.core.decode import (
     MAX_BYTES,
     MAX_DEPTH,
     DecodeError,
@@ -17,7 +17,7 @@ from sbps.decode import (
     loads,
     loads_toml,
 )
-from sbps.errors import InputError
+from sbps.core.errors import InputError
 
 DEEP = 100_000
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from sbps.config import Config, DnsConfig, NodeConfig, TargetConfig
-from sbps.dns import PdnsRegistrar, Rfc2136Registrar, make_registrar, records, tsig
-from sbps.dns.addresses import interface_address, network_addresses
-from sbps.dns.records import Ownership
-from sbps.errors import ConfigError, InputError, UpstreamTemporaryError
-from sbps.ports import NoDns
+from sbps.core.errors import ConfigError, InputError, UpstreamTemporaryError
+from sbps.core.interfaces import NoDns
+from sbps.publish.dns import PdnsRegistrar, Rfc2136Registrar, make_registrar, records, tsig
+from sbps.publish.dns.addresses import interface_address, network_addresses
+from sbps.publish.dns.records import Ownership
 
 SECRET = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 

@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from sbps import identity
-from sbps.http import bootdoc, catalog
-from sbps.http.errors import ApiError, scrub
-from sbps.lifecycle import Lifecycle
-from sbps.model import Arch, DesiredImage, ImageKind, ObjectInfo, S3Url
-from sbps.status import Status
-from sbps.target_state import Lun, StorageObject, TargetState
+from sbps.core import identity
+from sbps.core.model import Arch, DesiredImage, ImageKind, ObjectInfo, S3Url
+from sbps.core.target_state import Lun, StorageObject, TargetState
+from sbps.publish.http import bootdoc, catalog
+from sbps.publish.http.errors import ApiError, scrub
+from sbps.reconcile.lifecycle import Lifecycle
+from sbps.reconcile.status import Status
 
 ETAG = "0123456789abcdef0123456789abcdef"
 URL = S3Url("boot-images", "first/rootfs")

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 
 from sbps.config import HttpConfig
-from sbps.errors import ConfigError
-from sbps.http.limits import FD_RESERVE, Limits
-from sbps.http.throttle import FailureThrottle
+from sbps.core.errors import ConfigError
+from sbps.publish.http.limits import FD_RESERVE, Limits
+from sbps.publish.http.throttle import FailureThrottle
 
 
 def test_wrong_guesses_are_throttled_per_address_and_overall(
@@ -18,7 +18,7 @@ def test_wrong_guesses_are_throttled_per_address_and_overall(
     counts: Counter[str] = Counter()
     t = FailureThrottle(counts, rate=0.1, burst=5, global_rate=1.0, global_burst=30,
                         log_interval=60)
-    caplog.set_level(logging.WARNING, logger="sbps.http.throttle")
+    caplog.set_level(logging.WARNING, logger="sbps.publish.http.throttle")
     admitted = 0
     for _ in range(3000):  # 3,000 guesses in the same instant, from one address
         if t.admit("192.0.2.1", 0.0):

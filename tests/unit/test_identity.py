@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-from sbps import identity
-from sbps.identity import PeMode
-from sbps.model import S3Url
+from sbps.core import identity
+from sbps.core.identity import PeMode
+from sbps.core.model import S3Url
 
 PE_URL = S3Url("boot-images", "PE/CPE-base.x86_64-24.11.squashfs")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sbps.backends.lio_save import save_atomically
+from sbps.target.lio.save import save_atomically
 from tests.fixtures.secrets import loose_files
 
 

@@ -1,11 +1,11 @@
-"""The rate limit of repeated identical log lines (``sbps.logs.RepeatFilter``)."""
+"""The rate limit of repeated identical log lines (``sbps.core.logs.RepeatFilter``)."""
 
 from __future__ import annotations
 
 import io
 import logging
 
-from sbps import logs
+from sbps.core import logs
 
 
 class Clock:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from sbps.actions import CreateLun, Note
-from sbps.apply import Report, Result
-from sbps.lifecycle import ImageStatus
-from sbps.metrics import CacheStats, SbpsCollector, StagingStats
-from sbps.model import ImageState, Problem
-from sbps.status import Status
-from sbps.target_state import Lun
+from sbps.core.actions import CreateLun, Note
+from sbps.core.model import ImageState, Problem
+from sbps.core.target_state import Lun
+from sbps.publish.metrics import CacheStats, SbpsCollector, StagingStats
+from sbps.reconcile.apply import Report, Result
+from sbps.reconcile.lifecycle import ImageStatus
+from sbps.reconcile.status import Status
 from tests.fixtures.http_api import make_status, rootfs
 
 A, B = rootfs("aaaa-1"), rootfs("bbbb-2")

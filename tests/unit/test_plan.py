@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from sbps import identity
-from sbps.actions import (
+from sbps.core import identity
+from sbps.core.actions import (
     ClaimLun,
     CreateLun,
     CreateStorageObject,
@@ -20,9 +20,9 @@ from sbps.actions import (
     SetTpgEnabled,
     StageImage,
 )
-from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
-from sbps.plan import PlanInput, plan, retiring
-from sbps.target_state import Lun, Portal, StorageObject, TargetState
+from sbps.core.model import DesiredImage, ImageKind, ObjectInfo, S3Url
+from sbps.core.target_state import Lun, Portal, StorageObject, TargetState
+from sbps.reconcile.plan import PlanInput, plan, retiring
 
 CACHE = "/var/lib/sbps/cache"
 IQN = "iqn.2023-06.csm.iscsi:ncn-w001"

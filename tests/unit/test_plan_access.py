@@ -6,9 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from sbps import identity
-from sbps.access import OPEN_ATTRIBUTES, attributes
-from sbps.actions import (
+from sbps.core import identity
+from sbps.core.actions import (
     CreateAcl,
     CreateLun,
     DeleteAcl,
@@ -18,9 +17,8 @@ from sbps.actions import (
     SetTpgAttributes,
     UnmapLun,
 )
-from sbps.model import DesiredImage, ImageKind, ObjectInfo, S3Url
-from sbps.plan import PlanInput, plan
-from sbps.target_state import (
+from sbps.core.model import DesiredImage, ImageKind, ObjectInfo, S3Url
+from sbps.core.target_state import (
     NO_CHAP,
     AccessMode,
     AccessSpec,
@@ -34,6 +32,8 @@ from sbps.target_state import (
     StorageObject,
     TargetState,
 )
+from sbps.reconcile.plan import PlanInput, plan
+from sbps.target.access.policy import OPEN_ATTRIBUTES, attributes
 
 CACHE = "/var/lib/sbps/cache"
 IQN = "iqn.2023-06.csm.iscsi:ncn-w001"

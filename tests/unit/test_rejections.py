@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from sbps.decode import DecodeError, loads
-from sbps.metrics import SbpsCollector
-from sbps.rejections import Rejections
-from sbps.status import Status
+from sbps.core.decode import DecodeError, loads
+from sbps.core.rejections import Rejections
+from sbps.publish.metrics import SbpsCollector
+from sbps.reconcile.status import Status
 
 
 def _deep(obj: str) -> DecodeError:
@@ -21,7 +21,7 @@ def _deep(obj: str) -> DecodeError:
 
 def test_logged_and_counted_once_per_appearance(caplog: pytest.LogCaptureFixture) -> None:
     r = Rejections(capacity=2)
-    caplog.set_level(logging.INFO, logger="sbps.rejections")
+    caplog.set_level(logging.INFO, logger="sbps.core.rejections")
     for _ in range(5):
         r.reject("k8s", _deep("node a"))
     assert r.counts() == {("k8s", "too_deep"): 1}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sbps.serving import Serving
+from sbps.reconcile.serving import Serving
 
 
 class Gate:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sbps.errors import InputError
-from sbps.stager import CacheFull, check_digest
-from sbps.stager.cache import CacheFile, choose_victims
-from sbps.stager.hashing import Segment, Tracker, etag_parts, make_plan, multipart_etag
-from sbps.stager.layout import Layout
-from sbps.stager.throttle import TokenBucket
+from sbps.core.errors import InputError
+from sbps.sources.stager import CacheFull, check_digest
+from sbps.sources.stager.cache import CacheFile, choose_victims
+from sbps.sources.stager.hashing import Segment, Tracker, etag_parts, make_plan, multipart_etag
+from sbps.sources.stager.layout import Layout
+from sbps.sources.stager.throttle import TokenBucket
 
 MIB = 2**20
 

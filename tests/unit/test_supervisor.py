@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sbps.supervisor import Supervisor
+from sbps.daemon.supervisor import Supervisor
 
 
 async def test_a_dying_task_fails_the_daemon() -> None:

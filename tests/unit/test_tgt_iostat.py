@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sbps.backends.tgt_iostat import IoThreads
+from sbps.target.tgt.iostat import IoThreads
 
 
 def _proc(tmp_path: Path, pid: int, start: int, tasks: dict[int, int]) -> tuple[Path, str]:

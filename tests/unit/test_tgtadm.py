@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sbps.backends.tgtadm import StatRow, TgtLun, parse_portals, parse_show, parse_stat
-from sbps.backends.tgtmap import Counters, acl_args, attributes, lun_name, marked
 from sbps.config import load
-from sbps.errors import ConfigError
+from sbps.core.errors import ConfigError
+from sbps.target.tgt.mapping import Counters, acl_args, attributes, lun_name, marked
+from sbps.target.tgt.tgtadm import StatRow, TgtLun, parse_portals, parse_show, parse_stat
 
 SHOW = """\
 Target 1: iqn.2023-06.csm.iscsi:test1

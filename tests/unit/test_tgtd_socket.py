@@ -1,4 +1,4 @@
-"""tgtd's management protocol as ``sbps.backends.tgtd_socket`` encodes it (tgt 1.0.85).
+"""tgtd's management protocol as ``sbps.target.tgt.mgmt`` encodes it (tgt 1.0.85).
 
 The layout is checked against tgt's own C header when a compiler and the header text are
 at hand (the header is reproduced from usr/tgtadm.h of tgt 1.0.85, the fields only)."""
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from sbps.backends.tgtadm import Tgtadm, TgtLun
-from sbps.backends.tgtd_socket import NO_LUN, REQ, RSP, Mode, Op, Request, account_new
-from sbps.backends.tgtmap import half_made
-from sbps.errors import BackendError
+from sbps.core.errors import BackendError
+from sbps.target.tgt.mapping import half_made
+from sbps.target.tgt.mgmt import NO_LUN, REQ, RSP, Mode, Op, Request, account_new
+from sbps.target.tgt.tgtadm import Tgtadm, TgtLun
 
 # usr/tgtadm.h of tgt v1.0.85 (unchanged up to 1.0.97): the two structs the socket carries.
 HEADER = """

@@ -87,8 +87,8 @@ def luns(root: str, iqn: str) -> dict[str, Any]:
 
 
 def backend(iqn: str, cache_dir: str) -> dict[str, Any]:
-    from sbps.backends.lio import LioBackend
     from sbps.config import TargetConfig
+    from sbps.target.lio.backend import LioBackend
 
     b = LioBackend(TargetConfig(saveconfig_path="/nonexistent/saveconfig.json"), cache_dir,
                    iqn)

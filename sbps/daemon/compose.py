@@ -1,0 +1,193 @@
+"""The composition root: builds every component of the marshal once, from the configuration.
+
+Owns construction and teardown order only; every component receives what it needs
+explicitly (no globals). Blocking set-up (opening the backend, reading the claims) runs in
+executors. Must not contain behaviour of the components it wires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from sbps import __version__
+from sbps.config import Loaded
+from sbps.config.render import as_dict
+from sbps.core.errors import ConfigError
+from sbps.core.identity import target_iqn
+from sbps.core.interfaces import Gate, Registrar
+from sbps.core.rejections import Rejections
+from sbps.daemon.supervisor import Supervisor
+from sbps.publish.dns import make_registrar
+from sbps.publish.gate import make_gate
+from sbps.publish.http.app import make_app
+from sbps.publish.http.auth import load_or_create_token
+from sbps.publish.http.bootdoc import BootSettings
+from sbps.publish.http.deps import HttpDeps
+from sbps.publish.http.limits import Limits, LimitsCollector
+from sbps.publish.http.serve import run_http
+from sbps.publish.http.source import StatusSource
+from sbps.publish.metrics import CacheStats, SbpsCollector, StagingStats
+from sbps.reconcile.loop import Reconciler
+from sbps.sources.catalog import Catalog, ImsClient, make_auth
+from sbps.sources.claims import ClaimRegistry, Settings, journal_path
+from sbps.sources.claims.probe import StoreCheck
+from sbps.sources.s3 import S3, read_credentials
+from sbps.sources.stager import Stager
+from sbps.target import TargetBackend
+from sbps.target.access import policy as access
+from sbps.target.access.files import AccessSource
+from sbps.target.factory import make_backend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Components:
+    loaded: Loaded
+    hostname: str
+    s3: S3
+    ims: ImsClient
+    catalog: Catalog
+    stager: Stager
+    claims: ClaimRegistry
+    backend: TargetBackend
+    gate: Gate
+    registrar: Registrar
+    reconciler: Reconciler
+    rejections: Rejections
+
+    async def close(self) -> None:
+        await self.reconciler.close()
+        await self.stager.aclose()
+        await self.ims.close()
+        close = getattr(self.registrar, "close", None)
+        if close is not None:
+            await close()
+
+
+def hostname_of(loaded: Loaded) -> str:
+    return loaded.config.node.hostname or socket.gethostname().split(".")[0]
+
+
+async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
+    cfg = loaded.config
+    hostname = hostname_of(loaded)
+    try:
+        iqn = target_iqn(hostname, cfg.target.iqn_prefix)
+    except ValueError as exc:
+        raise ConfigError("node.hostname", hostname, str(exc)) from None
+    rejections = Rejections()
+    s3 = S3(cfg.s3, read_credentials(cfg.s3.credential_file))
+    ims = ImsClient(cfg.catalog, make_auth(cfg.catalog, rejections))
+    catalog = Catalog(cfg, ims, s3)
+    stager = Stager(cfg.stage, s3)
+    settings = Settings.from_config(cfg.target)
+    # The bucket must prove it honours conditional writes before the first claim write.
+    store_check = StoreCheck(s3, cfg.s3.bucket, settings.prefix, hostname)
+    claims = ClaimRegistry(s3, cfg.s3.bucket, hostname, settings,
+                           journal_path(cfg.reconcile.state_dir), store_check=store_check,
+                           rejections=rejections)
+    backend = make_backend(cfg, iqn)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, backend.open)
+    if cfg.target.lun_allocation == "claims":
+        # A restored or rebuilt worker learns the agreed ids before its first pass.
+        await loop.run_in_executor(None, claims.sync)
+    for problem in await stager.check_all():
+        log.warning("cache: %s %s: %s", problem.obj, problem.code, problem.reason)
+    if cfg.stage.rehash_on_start:
+        supervisor.start("rehash", stager.rehash_all(), oneshot=True)
+    registrar = make_registrar(cfg, hostname, rejections)
+    reconciler = Reconciler(cfg, iqn, catalog=catalog, stager=stager, claims=claims,
+                            backend=backend, gate=make_gate(cfg.node, hostname, rejections),
+                            registrar=registrar, access=AccessSource(cfg.target, rejections))
+    c = Components(loaded, hostname, s3, ims, catalog, stager, claims, backend,
+                   reconciler.gate, registrar, reconciler, rejections)
+    start_http(c, supervisor)
+    return c
+
+
+def _staging_stats(stager: Stager) -> StagingStats:
+    st = stager.status()
+    return StagingStats(bytes_total=st.bytes_downloaded,
+                        seconds_total=sum(d for _, d in st.durations),
+                        downloads_total=st.downloads_ok,
+                        failures_total=sum(n for _, n in st.failures))
+
+
+def _cache_stats(stager: Stager) -> CacheStats:
+    used, budget = stager.usage()
+    return CacheStats(used_bytes=used, budget_bytes=budget)
+
+
+def _store_verdict(claims: ClaimRegistry) -> Callable[[], str] | None:
+    check = claims.store_check
+    return None if check is None else lambda: check.state.verdict.value
+
+
+def _store_refused(claims: ClaimRegistry) -> Callable[[], str] | None:
+    check = claims.store_check
+    return None if check is None else lambda: (
+        check.state.reason if check.state.verdict.value == "refused" else "")
+
+
+def _secret(path: str) -> str | None:
+    if not path:
+        return None
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError("reconcile.notify_secret_file", path,
+                          f"cannot read: {exc.strerror}") from None
+    if len(secret) < 16:
+        raise ConfigError("reconcile.notify_secret_file", path, "the secret must have at "
+                          "least 16 characters")
+    return secret
+
+
+def _allowed(r: Reconciler) -> Callable[[str | None, str | None], bool]:
+    """The catalog view of one initiator, under the access policy the passes use (its
+    ``last`` policy reads no file, so this is safe on the event loop)."""
+    def allowed(tenant: str | None, initiator: str | None) -> bool:
+        policy = r.access.last
+        return access.allowed(policy, tenant, initiator)
+    return allowed
+
+
+def start_http(c: Components, supervisor: Supervisor) -> None:
+    """The API, metrics and admin endpoints, as supervised tasks."""
+    cfg = c.loaded.config
+    r = c.reconciler
+    collector = SbpsCollector(lambda: r.status, version=__version__,
+                              staging=lambda: _staging_stats(c.stager),
+                              cache=lambda: _cache_stats(c.stager),
+                              sessions=lambda: {r.iqn: len(r.status.sessions)},
+                              rejections=c.rejections.counts,
+                              store_check=_store_verdict(c.claims))
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(collector)
+    limits = Limits.from_config(cfg.http)
+    registry.register(LimitsCollector(limits))
+    source = StatusSource(lambda: r.status, listeners=[collector.observe])
+    # Boot parameters come from the snapshot the passes build, never from IMS or S3.
+    boot = BootSettings(cfg.node.system_name, cfg.node.site_domain, cfg.target.iqn_prefix) \
+        if cfg.node.system_name and cfg.node.site_domain else None
+    deps = HttpDeps(control=r, source=source,
+                    token=load_or_create_token(cfg.http, cfg.reconcile.state_dir),
+                    registry=registry, config=as_dict(c.loaded), tasks=supervisor.describe,
+                    boot=boot, claims_held=c.claims.held,
+                    store_refused=_store_refused(c.claims),
+                    notify_secret=_secret(cfg.reconcile.notify_secret_file),
+                    allowed=_allowed(r) if cfg.target.access == "acl" else None,
+                    limits=limits)
+    supervisor.start("http", run_http(cfg.http, make_app(deps), cfg.reconcile.state_dir,
+                                      started=lambda port: log.info(
+                                          "HTTP API on %s:%d", cfg.http.bind, port)))
+    supervisor.start("http-follow", source.follow(r))

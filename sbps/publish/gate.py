@@ -1,0 +1,105 @@
+"""The node gate: whether this worker serves (always, a flag file, a Kubernetes label).
+
+Owns the providers only; the reconciler sequences DNS and the TPG on their answer. A
+provider that cannot answer raises a temporary error (an answer it cannot decode within
+the limits of ``sbps.core.decode``, a DecodeError) and the reconciler keeps the last known
+state: an API outage never drains a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+
+import aiohttp
+
+from sbps.config import NodeConfig
+from sbps.core.decode import DecodeError, loads
+from sbps.core.errors import UpstreamPermanentError, UpstreamTemporaryError
+from sbps.core.interfaces import AlwaysOpen, Gate
+from sbps.core.rejections import Rejections
+
+#: The largest Node object read from the Kubernetes API.
+MAX_NODE = 4 * 2**20
+
+
+class FileGate:
+    """Serve while a flag file exists (``touch`` to enable, ``rm`` to drain)."""
+
+    name = "file"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    async def is_open(self) -> bool:
+        return os.path.exists(self.path)
+
+
+class K8sLabelGate:
+    """Serve while this worker's Kubernetes node carries the label (``iscsi=sbps``).
+
+    Reads ``GET /api/v1/nodes/<hostname>`` with the service-account (or kubeconfig) bearer
+    token, re-read on every call so a rotated token is picked up.
+    """
+
+    name = "k8s-label"
+
+    def __init__(self, cfg: NodeConfig, hostname: str, timeout: float = 10.0,
+                 rejections: Rejections | None = None) -> None:
+        self.rejections = rejections or Rejections()
+        key, sep, value = cfg.gate_label.partition("=")
+        if not key or not sep:
+            raise UpstreamPermanentError(f"node.gate_label {cfg.gate_label!r}: expected "
+                                         "key=value", code="config")
+        self.key, self.value = key, value
+        self.url = f"{cfg.k8s_api.rstrip('/')}/api/v1/nodes/{hostname}"
+        self.token_file = cfg.k8s_token_file
+        self.ca_file = cfg.k8s_ca_file
+        self.timeout = timeout
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if not self.url.startswith("https://"):
+            return False
+        return ssl.create_default_context(cafile=self.ca_file or None)
+
+    async def is_open(self) -> bool:
+        try:
+            token = Path(self.token_file).read_text().strip()
+        except OSError as exc:
+            raise UpstreamTemporaryError(f"gate: cannot read node.k8s_token_file "
+                                         f"{self.token_file}: {exc.strerror}") from exc
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        try:
+            async with aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=self.timeout)) as session, \
+                    session.get(self.url, headers=headers, ssl=self._ssl()) as resp:
+                if resp.status in (401, 403, 404):
+                    raise UpstreamPermanentError(f"gate: GET {self.url}: HTTP {resp.status}",
+                                                 code="k8s_refused")
+                if resp.status != 200:
+                    raise UpstreamTemporaryError(f"gate: GET {self.url}: HTTP {resp.status}")
+                raw = bytearray()
+                while len(raw) <= MAX_NODE and (chunk := await resp.content.read(1 << 16)):
+                    raw += chunk
+        except (TimeoutError, aiohttp.ClientError, ssl.SSLError, ValueError) as exc:
+            raise UpstreamTemporaryError(f"gate: GET {self.url}: {exc}") from exc
+        # A Node object is a few kB; DecodeError (too large, too deep...) is permanent.
+        try:
+            node = loads(bytes(raw), "k8s", f"node {self.url}", max_bytes=MAX_NODE,
+                         expect=dict)
+        except DecodeError as exc:
+            self.rejections.reject("k8s", exc)
+            raise
+        self.rejections.accepted("k8s", f"node {self.url}")
+        metadata = node.get("metadata")
+        labels = metadata.get("labels") if isinstance(metadata, dict) else None
+        return isinstance(labels, dict) and labels.get(self.key) == self.value
+
+
+def make_gate(cfg: NodeConfig, hostname: str, rejections: Rejections | None = None) -> Gate:
+    if cfg.gate == "file":
+        return FileGate(cfg.gate_file)
+    if cfg.gate == "k8s-label":
+        return K8sLabelGate(cfg, hostname, rejections=rejections)
+    return AlwaysOpen()

@@ -1,0 +1,121 @@
+"""Pure mapping between tgt's parsed state and the sbps model, for ``sbps.target.tgt.backend``.
+
+Owns the conventions the tgt backend relies on: which LUNs carry sbps's mark, how a LUN is
+named as a storage object, how tgt's ACL, CHAP and read-only state read as LIO TPG
+attributes, what tgt accepts in ``--params``, and per-LUN counters that survive session
+logouts. Must not run ``tgtadm``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from sbps.core.errors import BackendError
+from sbps.core.target_state import LunStats, Portal, StorageObject
+from sbps.target.tgt.tgtadm import StatRow, TgtLun, TgtTarget
+
+_PARAM_RE = re.compile(r"^[0-9A-Za-z._-]+$")
+
+
+class Counters:
+    """Per-LUN totals from tgt's per-session rows, kept monotonic across logouts."""
+
+    def __init__(self) -> None:
+        self._live: dict[tuple[int, int], tuple[int, int]] = {}
+        self._closed: dict[int, tuple[int, int]] = {}
+
+    def update(self, rows: tuple[StatRow, ...], luns: tuple[TgtLun, ...]) -> dict[int, LunStats]:
+        live: dict[tuple[int, int], tuple[int, int]] = {}
+        for row in rows:
+            if row.lun != 0:
+                live[(row.lun, row.sid)] = (row.read_bytes, row.read_cmds + row.write_cmds)
+        for key, (nbytes, cmds) in self._live.items():
+            now = live.get(key)
+            if now is None or now[0] < nbytes or now[1] < cmds:
+                # The session logged out (or tgt reset its row): keep what it had read.
+                b, c = self._closed.get(key[0], (0, 0))
+                self._closed[key[0]] = (b + nbytes, c + cmds)
+        self._live = live
+        out: dict[int, LunStats] = {}
+        for lu in luns:
+            b, c = self._closed.get(lu.index, (0, 0))
+            for (index, _sid), (nbytes, cmds) in live.items():
+                if index == lu.index:
+                    b, c = b + nbytes, c + cmds
+            out[lu.index] = LunStats(lu.index, read_bytes=b, commands=c)
+        return out
+
+    def forget(self, index: int) -> None:
+        """A LUN was deleted: a new LUN at that index starts from zero."""
+        self._closed.pop(index, None)
+        self._live = {k: v for k, v in self._live.items() if k[0] != index}
+
+
+def data_luns(target: TgtTarget | None) -> tuple[TgtLun, ...]:
+    if target is None:
+        return ()
+    return tuple(lu for lu in target.luns if lu.index != 0 and lu.type != "controller")
+
+
+def half_made(lu: TgtLun) -> bool:
+    """A LUN ``TgtBackend._create_lun`` made but did not finish (killed in between): no
+    file, offline, no identity. ``read()`` leaves it out; ``CreateLun`` replaces it."""
+    return not lu.path and not lu.online and not marked(lu)
+
+
+def marked(lu: TgtLun) -> bool:
+    return len(lu.scsi_id) == 15 and lu.scsi_sn[:15] == lu.scsi_id
+
+
+def lun_name(lu: TgtLun) -> str:
+    return lu.scsi_id if marked(lu) else f"tgt-lun{lu.index}"
+
+
+def lun_size(lu: TgtLun) -> int:
+    try:
+        return os.stat(lu.path).st_size
+    except OSError:
+        return lu.size_mb * 1000 * 1000
+
+
+def storage_of(lu: TgtLun) -> StorageObject:
+    return StorageObject(name=lun_name(lu), path=lu.path, size=lun_size(lu), serial=lu.scsi_sn,
+                         product_id=lun_name(lu))
+
+
+def attributes(target: TgtTarget) -> tuple[tuple[str, str], ...]:
+    acl_all = "1" if "ALL" in target.acl else "0"
+    protected = all(lu.readonly for lu in data_luns(target) if marked(lu))
+    wp = "1" if protected else "0"
+    return (("authentication", "1" if target.accounts else "0"),
+            ("cache_dynamic_acls", acl_all), ("demo_mode_write_protect", wp),
+            ("generate_node_acls", acl_all), ("prod_mode_write_protect", wp))
+
+
+def acl_args(entry: str) -> list[str]:
+    if entry.startswith(("iqn.", "eui.", "naa.")):
+        return ["--initiator-name", entry]
+    return ["--initiator-address", entry]
+
+
+def parse_portal(text: str) -> Portal:
+    host, _, port = text.rpartition(":")
+    return Portal(host.strip("[]"), int(port))
+
+
+def checked(so: StorageObject) -> StorageObject:
+    for field, value, limit in (("name", so.name, 16), ("product_id", so.product_id, 16),
+                                ("serial", so.serial, 36), ("vendor", so.vendor, 8)):
+        if len(value) > limit or not _PARAM_RE.match(value):
+            raise BackendError("create storage object", so.name, f"{field} {value!r} must be "
+                               f"1..{limit} characters of A-Z a-z 0-9 . _ - for tgt")
+    if "," in so.path:
+        # tgt's parameter strings are comma-separated: the path is one of them.
+        raise BackendError("create storage object", so.name, f"backing file {so.path} has "
+                           "a ',' in its path, which tgt cannot take")
+    if not Path(so.path).is_file():
+        raise BackendError("create storage object", so.name, f"backing file {so.path} is "
+                           "not a regular file", code="no_backing_file")
+    return so
