@@ -14,8 +14,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sbps.core.actions import Action, ClaimLun, Plan, ReleaseClaim, StageImage
-from sbps.core.errors import SbpsError
+from sbps.core.actions import Action, ClaimLun, Plan, ReleaseClaim, StageImage, TargetAction
+from sbps.core.errors import PermanentError, SbpsError
 from sbps.core.model import DesiredImage
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Ports(Protocol):
     def release(self, action: ReleaseClaim) -> Awaitable[None]:
         ...
 
-    def target(self, action: Action) -> Awaitable[None]:
+    def target(self, action: TargetAction) -> Awaitable[None]:
         """Apply one target action on the backend's thread."""
         ...
 
@@ -64,11 +64,7 @@ class Report:
 
     @property
     def target_writes(self) -> int:
-        return sum(1 for r in self.results if r.ok and _is_target(r.action))
-
-
-def _is_target(action: Action) -> bool:
-    return not isinstance(action, (StageImage, ClaimLun, ReleaseClaim))
+        return sum(1 for r in self.results if r.ok and isinstance(r.action, TargetAction))
 
 
 async def apply(plan: Plan, ports: Ports) -> Report:
@@ -88,9 +84,11 @@ async def apply(plan: Plan, ports: Ports) -> Report:
                 await ports.claim(action)
             elif isinstance(action, ReleaseClaim):
                 await ports.release(action)
-            else:
+            elif isinstance(action, TargetAction):
                 await ports.target(action)
                 wrote = True
+            else:
+                raise PermanentError(f"{action.kind} is not an action apply() knows")
         except SbpsError as exc:
             if action.subject:
                 failed_subjects.add(action.subject)

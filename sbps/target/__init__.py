@@ -35,7 +35,9 @@ class TargetBackend(Protocol):
         ...
 
     def apply(self, action: Action) -> None:
-        """Execute one target action; raise sbps.core.errors.BackendError naming the object."""
+        """Execute one ``TargetAction`` through the backend's one dispatch table (``HANDLERS``
+        in its module, which covers every one); raise sbps.core.errors.BackendError naming
+        the object, and for anything that is not a target action."""
         ...
 
     def commit(self) -> None:

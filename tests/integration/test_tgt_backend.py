@@ -22,13 +22,17 @@ from sbps.core.actions import (
     CreateAcl,
     CreateLun,
     CreateStorageObject,
+    DeleteAcl,
     DeleteLun,
     DeleteStorageObject,
+    MapLun,
     Plan,
     ReleaseClaim,
     SetAuth,
     SetTpgAttributes,
     SetTpgEnabled,
+    TargetAction,
+    UnmapLun,
 )
 from sbps.core.errors import BackendError
 from sbps.core.model import DesiredImage, ImageKind, ObjectInfo, S3Url
@@ -51,6 +55,7 @@ from tests.fixtures.iscsi import (
 from tests.fixtures.tgt import Tgtd
 
 IQN = "iqn.2023-06.csm.iscsi:tgt-test"
+ALLOWED = "iqn.2024-01.test.sbps:node"
 
 
 class CountingTgtadm(Tgtadm):
@@ -326,6 +331,28 @@ def test_errors_name_the_object_and_operation(rig: Rig, tmp_path: Path) -> None:
     with pytest.raises(BackendError) as unreachable:
         gone.read()
     assert unreachable.value.temporary
+
+
+def test_without_the_target_every_action_on_it_waits_for_the_next_pass(rig: Rig) -> None:
+    """Every action that needs this worker's target fails the same way when tgtd does not
+    have it (a restarted tgtd): temporary, ``tgt_no_target``, and nothing is written."""
+    img, _, path = rig.image("gone", 5)
+    rig.backend.apply(CreateStorageObject(_storage(img, path), reason="test"))
+    needs_target: list[TargetAction] = [
+        SetTpgEnabled(True, reason="test"),
+        SetTpgAttributes((("generate_node_acls", "1"),), reason="test"),
+        CreateLun(Lun(5, img.identity.name), reason="test"),
+        CreateAcl(ALLOWED, reason="test"), DeleteAcl(ALLOWED, reason="test"),
+        MapLun(ALLOWED, 5, reason="test"), UnmapLun(ALLOWED, 5, reason="test"),
+        SetAuth(None, Chap(), reason="test")]
+    for action in needs_target:
+        with pytest.raises(BackendError) as missing:
+            rig.backend.apply(action)
+        assert (missing.value.code, missing.value.temporary) == ("tgt_no_target", True), action
+    # Removing from a target that is not there is already done.
+    rig.backend.apply(DeleteLun(5, reason="test"))
+    rig.backend.apply(DeleteStorageObject(img.identity.name, reason="test"))
+    assert rig.adm.writes == 0 and rig.adm.show() == ()
 
 
 def test_make_backend_from_configuration(tgtd: Tgtd) -> None:

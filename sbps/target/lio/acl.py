@@ -68,39 +68,27 @@ def read_acls(tpg: str) -> tuple[NodeAcl, ...]:
     return tuple(out)
 
 
-def apply_acl_action(tpg: Any, iqn: str, action: CreateAcl | DeleteAcl | MapLun | UnmapLun
-                     | SetAuth) -> None:
-    from rtslib_fb import LUN, MappedLUN, NodeACL
+def create_acl(tpg: Any, iqn: str, action: CreateAcl) -> None:
+    from rtslib_fb import NodeACL
 
-    if isinstance(action, SetAuth):
-        _set_auth(tpg, iqn, action)
-        return
-    who = action.initiator
-    obj = f"{iqn}/tpg1/acls/{who}"
-    existing = {acl.node_wwn: acl for acl in tpg.node_acls}
-    if isinstance(action, CreateAcl):
-        with translated("create ACL", obj):
-            acl = existing.get(who) or NodeACL(tpg, who, "create")
-            if str(acl.tag or "") != TAG:
-                acl.tag = TAG
-        return
-    acl = existing.get(who)
-    if isinstance(action, DeleteAcl):
-        if acl is not None:
-            with translated("delete ACL", obj):
-                acl.delete()
-        return
-    if acl is None:
-        raise BackendError("map LUN" if isinstance(action, MapLun) else "unmap LUN", obj,
-                           "the ACL does not exist")
-    mapped = {m.mapped_lun: m for m in acl.mapped_luns}
-    current = mapped.get(action.lun)
-    lun_obj = f"{obj}/lun_{action.lun}"
-    if isinstance(action, UnmapLun):
-        if current is not None:
-            with translated("unmap LUN", lun_obj):
-                current.delete()
-        return
+    obj = f"{iqn}/tpg1/acls/{action.initiator}"
+    with translated("create ACL", obj):
+        acl = _acls(tpg).get(action.initiator) or NodeACL(tpg, action.initiator, "create")
+        if str(acl.tag or "") != TAG:
+            acl.tag = TAG
+
+
+def delete_acl(tpg: Any, iqn: str, action: DeleteAcl) -> None:
+    acl = _acls(tpg).get(action.initiator)
+    if acl is not None:
+        with translated("delete ACL", f"{iqn}/tpg1/acls/{action.initiator}"):
+            acl.delete()
+
+
+def map_lun(tpg: Any, iqn: str, action: MapLun) -> None:
+    from rtslib_fb import LUN, MappedLUN
+
+    acl, current, lun_obj = _mapped(tpg, iqn, action, "map LUN")
     with translated("map LUN", lun_obj):
         if current is not None and _points_at(current) != action.lun:
             current.delete()
@@ -114,6 +102,28 @@ def apply_acl_action(tpg: Any, iqn: str, action: CreateAcl | DeleteAcl | MapLun 
             current.write_protect = True
 
 
+def unmap_lun(tpg: Any, iqn: str, action: UnmapLun) -> None:
+    _acl, current, lun_obj = _mapped(tpg, iqn, action, "unmap LUN")
+    if current is not None:
+        with translated("unmap LUN", lun_obj):
+            current.delete()
+
+
+def _acls(tpg: Any) -> dict[str, Any]:
+    return {acl.node_wwn: acl for acl in tpg.node_acls}
+
+
+def _mapped(tpg: Any, iqn: str, action: MapLun | UnmapLun,
+            operation: str) -> tuple[Any, Any, str]:
+    """The ACL, its mapping numbered ``action.lun`` (or None), and that mapping's name."""
+    obj = f"{iqn}/tpg1/acls/{action.initiator}"
+    acl = _acls(tpg).get(action.initiator)
+    if acl is None:
+        raise BackendError(operation, obj, "the ACL does not exist")
+    mapped = {m.mapped_lun: m for m in acl.mapped_luns}
+    return acl, mapped.get(action.lun), f"{obj}/lun_{action.lun}"
+
+
 def _points_at(mapped: Any) -> int | None:
     try:
         return int(mapped.tpg_lun.lun)
@@ -121,7 +131,7 @@ def _points_at(mapped: Any) -> int | None:
         return None
 
 
-def _set_auth(tpg: Any, iqn: str, action: SetAuth) -> None:
+def set_auth(tpg: Any, iqn: str, action: SetAuth) -> None:
     if action.initiator is None:
         path, obj = tpg.path, f"{iqn}/tpg1"
     else:

@@ -19,12 +19,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from sbps.config import TargetConfig
 from sbps.core.actions import (
+    AclAction,
     Action,
     CreateAcl,
     CreateLun,
@@ -38,14 +40,14 @@ from sbps.core.actions import (
     SetPortals,
     SetTpgAttributes,
     SetTpgEnabled,
+    TargetAction,
     UnmapLun,
 )
 from sbps.core.errors import BackendError
 from sbps.core.target_state import LunStats, TargetState
-from sbps.target.lio import objects
+from sbps.target.lio import acl, objects
 from sbps.target.lio import read as rd
 from sbps.target.lio import tree as lt
-from sbps.target.lio.acl import apply_acl_action
 from sbps.target.lio.plumbing import (
     forget_backstore_indexes,
     point_rtslib_at,
@@ -143,15 +145,13 @@ class LioBackend:
     # Writing ------------------------------------------------------------------------------
 
     def apply(self, action: Action) -> None:
-        handler = _HANDLERS.get(type(action))
-        if handler is None:
+        if not isinstance(action, TargetAction) or type(action) not in HANDLERS:
             raise BackendError(action.kind, action.subject or self.iqn,
                                "not a target action")
         self._known = None  # whatever happens next, the next read is a full one
-        kind, name = _touches(action)
-        if kind:
-            self._saved.forget(kind, name)
-        handler(self, action)
+        if action.touches is not None:
+            self._saved.forget(action.touches)
+        HANDLERS[type(action)](self, action)
 
     def commit(self) -> None:
         """Save rtslib's dump of the whole configuration for target.service (atomically,
@@ -211,10 +211,6 @@ class LioBackend:
             if bool(tpg.enable) != action.enabled:
                 tpg.enable = action.enabled
 
-    def _acl(self, action: CreateAcl | DeleteAcl | MapLun | UnmapLun | SetAuth) -> None:
-        tpg = self._our_tpg(action.kind)
-        apply_acl_action(tpg, self.iqn, action)
-
     def _create_storage(self, action: CreateStorageObject) -> None:
         self._root()  # rtslib pointed at the tree, its backstore index cache dropped
         objects.create_storage(self._configfs, self.ownership, action.storage)
@@ -232,22 +228,6 @@ class LioBackend:
         objects.delete_storage(self._configfs, self.ownership, action.name)
 
 
-def _touches(action: Action) -> tuple[str, str]:
-    """The object of this worker's target an action changes, as ``SavedConfig`` keys it."""
-    if isinstance(action, CreateStorageObject):
-        return "so", action.storage.name
-    if isinstance(action, DeleteStorageObject):
-        return "so", action.name
-    if isinstance(action, CreateLun):
-        return "lun", str(action.lun.index)
-    if isinstance(action, DeleteLun):
-        return "lun", str(action.index)
-    if isinstance(action, CreateAcl | DeleteAcl | MapLun | UnmapLun | SetAuth) \
-            and action.initiator is not None:
-        return "acl", action.initiator
-    return "", ""
-
-
 @dataclass(frozen=True)
 class _Read:
     """The last full read and the listings it was taken with."""
@@ -258,7 +238,14 @@ class _Read:
     state: TargetState
 
 
-_HANDLERS: dict[type, Any] = {
+def _on_tpg(change: Callable[[Any, str, Any], None]) -> Callable[[LioBackend, AclAction], None]:
+    """The handler of an ACL action: ``change`` on this worker's TPG (``lio.acl``)."""
+    return lambda backend, action: change(backend._our_tpg(action.kind), backend.iqn, action)
+
+
+#: The one dispatch of the LIO backend: action type -> handler. tests/unit/test_actions.py
+#: checks that it covers every ``TargetAction``.
+HANDLERS: Mapping[type[TargetAction], Callable[[LioBackend, Any], None]] = MappingProxyType({
     CreateTarget: LioBackend._create_target,
     SetPortals: LioBackend._set_portals,
     SetTpgAttributes: LioBackend._set_attributes,
@@ -267,11 +254,11 @@ _HANDLERS: dict[type, Any] = {
     CreateLun: LioBackend._create_lun,
     DeleteLun: LioBackend._delete_lun,
     DeleteStorageObject: LioBackend._delete_storage,
-    CreateAcl: LioBackend._acl,
-    DeleteAcl: LioBackend._acl,
-    MapLun: LioBackend._acl,
-    UnmapLun: LioBackend._acl,
-    SetAuth: LioBackend._acl,
-}
+    CreateAcl: _on_tpg(acl.create_acl),
+    DeleteAcl: _on_tpg(acl.delete_acl),
+    MapLun: _on_tpg(acl.map_lun),
+    UnmapLun: _on_tpg(acl.unmap_lun),
+    SetAuth: _on_tpg(acl.set_auth),
+})
 
-__all__ = ["LioBackend"]
+__all__ = ["HANDLERS", "LioBackend"]

@@ -25,9 +25,12 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
+from sbps.core.actions import ObjectType, TargetObject
 from sbps.target.lio.plumbing import listdir
 from sbps.target.lio.tree import PLUGINS, lun_indexes
 
+#: How the dumps of each type of object are keyed (with their name in configfs).
+_KINDS = {ObjectType.STORAGE_OBJECT: "so", ObjectType.LUN: "lun", ObjectType.ACL: "acl"}
 #: Dumps older than ``max_age`` read anew per save, at most (the rest wait for later saves).
 REFRESH_PER_SAVE = 16
 
@@ -43,9 +46,10 @@ class SavedConfig:
         self._written: str | None = None
         self._refresh = REFRESH_PER_SAVE
 
-    def forget(self, kind: str, name: str) -> None:
-        """sbps changed an object: ``so`` (backstore name), ``lun`` (index) or ``acl``
-        (initiator name); its next dump is read anew."""
+    def forget(self, obj: TargetObject) -> None:
+        """sbps changed a storage object, a LUN of this worker's TPG or one of its node
+        ACLs: its next dump is read anew."""
+        kind, name = _KINDS[obj.type], obj.name
         for key in [k for k in self._dumps if k[0] == kind and k[1].rpartition("/")[2] == name]:
             del self._dumps[key]
 

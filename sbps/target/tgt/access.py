@@ -59,30 +59,32 @@ class TgtAccess:
         return tuple(NodeAcl(entry, luns, chap, owned=True) for entry in sorted(target.acl)
                      if entry != "ALL")
 
-    def apply(self, target: TgtTarget, action: CreateAcl | DeleteAcl | MapLun | UnmapLun
-              | SetAuth) -> None:
-        tid = str(target.tid)
-        if isinstance(action, CreateAcl):
-            if action.initiator not in target.acl:
-                self.run(["--mode", "target", "--op", "bind", "--tid", tid,
-                          *acl_args(action.initiator)], "bind", action.initiator)
-        elif isinstance(action, DeleteAcl):
-            if action.initiator in target.acl:
-                self.run(["--mode", "target", "--op", "unbind", "--tid", tid,
-                          *acl_args(action.initiator)], "unbind", action.initiator)
-        elif isinstance(action, MapLun):
-            lu = next((lu for lu in data_luns(target) if lu.index == action.lun), None)
-            if lu is None or not marked(lu):
-                raise BackendError("map LUN", f"LUN {action.lun}", "no sbps LUN with that "
-                                   "number on the target")
-            if not lu.readonly:
-                self.run(["--mode", "logicalunit", "--op", "update", "--tid", tid, "--lun",
-                          str(lu.index), "--params", "readonly=1"], "set read-only",
-                         f"LUN {lu.index}")
-        elif isinstance(action, UnmapLun):
-            log.debug("tgt shows every LUN to every bound initiator: nothing to unmap",
-                      extra={"iqn": action.initiator, "lun": action.lun})
-        elif action.initiator is None:
+    def create_acl(self, target: TgtTarget, action: CreateAcl) -> None:
+        if action.initiator not in target.acl:
+            self.run(["--mode", "target", "--op", "bind", "--tid", str(target.tid),
+                      *acl_args(action.initiator)], "bind", action.initiator)
+
+    def delete_acl(self, target: TgtTarget, action: DeleteAcl) -> None:
+        if action.initiator in target.acl:
+            self.run(["--mode", "target", "--op", "unbind", "--tid", str(target.tid),
+                      *acl_args(action.initiator)], "unbind", action.initiator)
+
+    def map_lun(self, target: TgtTarget, action: MapLun) -> None:
+        lu = next((lu for lu in data_luns(target) if lu.index == action.lun), None)
+        if lu is None or not marked(lu):
+            raise BackendError("map LUN", f"LUN {action.lun}", "no sbps LUN with that "
+                               "number on the target")
+        if not lu.readonly:
+            self.run(["--mode", "logicalunit", "--op", "update", "--tid", str(target.tid),
+                      "--lun", str(lu.index), "--params", "readonly=1"], "set read-only",
+                     f"LUN {lu.index}")
+
+    def unmap_lun(self, target: TgtTarget, action: UnmapLun) -> None:
+        log.debug("tgt shows every LUN to every bound initiator: nothing to unmap",
+                  extra={"iqn": action.initiator, "lun": action.lun})
+
+    def set_auth(self, target: TgtTarget, action: SetAuth) -> None:
+        if action.initiator is None:
             self._set_target_chap(target, action.chap)
         elif action.chap != self._set or self.chap(target) != action.chap:
             raise BackendError("set CHAP", action.initiator, "tgt has CHAP per target only: "

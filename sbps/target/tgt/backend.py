@@ -22,16 +22,10 @@ Mapping (tgt has no storage objects separate from LUNs):
   (``scsi_id`` == ``scsi_sn[:15]``), otherwise ``tgt-lun<N>``; the planner decides ownership
   by backing path, as for LIO. tgt does not print vendor or product id back: ``read()``
   reports ``LIO-ORG`` and the name, which is what ``CreateLun`` set.
-- TPG attributes are reported in LIO's words, derived from tgt state: ``generate_node_acls``
-  and ``cache_dynamic_acls`` are 1 when the ACL holds ``ALL`` (setting 1 binds ``ALL``,
-  setting 0 unbinds it); ``demo_mode_write_protect`` is 1 when every marked LUN is
-  read-only; ``authentication`` is 1 when a CHAP account is bound (``SetAuth`` binds it;
-  setting the attribute to 1 only checks that it is there). ``SetTpgEnabled`` sets the
-  target state ``ready``/``offline`` (offline refuses logins); a new target starts offline
-  with no ACL.
+- The target's state, tgtd's portals and the TPG attributes (in LIO's words): see
+  ``sbps.target.tgt.settings``.
 - Node ACLs are initiator names (or addresses) bound to the target, and CHAP is per target;
   there is no LUN masking per initiator: see ``sbps.target.tgt.access``.
-- Portals are global in tgtd (``--mode portal``), shared with any other target.
 - ``commit()`` does nothing: tgtd keeps no configuration across restarts, and the
   reconciler rebuilds the target from the verified cache on its first pass.
 
@@ -59,13 +53,14 @@ watches bytes read and data commands.
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from sbps.core.actions import (
+    AclAction,
     Action,
     CreateAcl,
     CreateLun,
@@ -79,23 +74,23 @@ from sbps.core.actions import (
     SetPortals,
     SetTpgAttributes,
     SetTpgEnabled,
+    TargetAction,
     UnmapLun,
 )
 from sbps.core.errors import BackendError
 from sbps.core.model import VENDOR
-from sbps.core.target_state import Chap, Lun, LunStats, Portal, StorageObject, TargetState
+from sbps.core.target_state import Lun, LunStats, StorageObject, TargetState
+from sbps.target.tgt import settings
 from sbps.target.tgt.access import TgtAccess
 from sbps.target.tgt.iostat import IoThreads
 from sbps.target.tgt.mapping import (
     Counters,
-    acl_args,
     attributes,
     checked,
     data_luns,
     half_made,
     lun_name,
     lun_size,
-    marked,
     parse_portal,
     storage_of,
 )
@@ -103,8 +98,6 @@ from sbps.target.tgt.tgtadm import Tgtadm, TgtTarget
 
 if TYPE_CHECKING:
     from sbps.config.schema import Config
-
-log = logging.getLogger(__name__)
 
 _FLAT_SPACE = 16383
 
@@ -182,117 +175,56 @@ class TgtBackend:
         """Nothing to persist: see the module docstring."""
 
     def apply(self, action: Action) -> None:
-        if isinstance(action, CreateTarget):
-            self._create_target(action.iqn)
-        elif isinstance(action, SetPortals):
-            self._set_portals(action.portals)
-        elif isinstance(action, SetTpgAttributes):
-            for key, value in action.attributes:
-                self._set_attribute(key, value)
-        elif isinstance(action, SetTpgEnabled):
-            state = "ready" if action.enabled else "offline"
-            self._run(["--mode", "target", "--op", "update", "--tid", str(self._tid()),
-                       "--name", "state", "--value", state], "enable", self.iqn)
-        elif isinstance(action, CreateStorageObject):
-            self._pending[action.storage.name] = checked(action.storage)
-        elif isinstance(action, CreateLun):
-            self._create_lun(action.lun)
-        elif isinstance(action, DeleteLun):
-            self._delete_lun(action.index)
-        elif isinstance(action, (CreateAcl, DeleteAcl, MapLun, UnmapLun, SetAuth)):
-            ours, _ = self._ours()
-            if ours is None:
-                raise BackendError(action.kind, self.iqn, "the target does not exist",
-                                   temporary=True, code="tgt_no_target")
-            self.access.apply(ours, action)
-        elif isinstance(action, DeleteStorageObject):
-            self._pending.pop(action.name, None)
-            ours, _ = self._ours()
-            for lu in data_luns(ours):
-                if lun_name(lu) == action.name:
-                    self._delete_lun(lu.index)
-        else:
+        if not isinstance(action, TargetAction) or type(action) not in HANDLERS:
             raise BackendError(action.kind, action.subject or self.iqn,
                                "not a target action the tgt backend knows")
+        HANDLERS[type(action)](self, action)
 
     def _run(self, args: list[str], operation: str, obj: str) -> str:
         return self.tgtadm(args, operation=operation, obj=obj)
 
-    def _tid(self) -> int:
+    def _target(self, operation: str, obj: str) -> TgtTarget:
+        """This worker's target now; missing is temporary: the next pass creates it."""
         ours, _ = self._ours()
         if ours is None:
-            raise BackendError("find", self.iqn, "the target does not exist in tgtd",
+            raise BackendError(operation, obj, "the target does not exist in tgtd",
                                temporary=True, code="tgt_no_target")
-        return ours.tid
+        return ours
 
-    def _create_target(self, iqn: str) -> None:
-        if iqn != self.iqn:
-            raise BackendError("create target", iqn, f"this backend manages {self.iqn} only")
-        ours, targets = self._ours()
-        if ours is not None:
-            return
-        tid = min(set(range(1, len(targets) + 2)) - {t.tid for t in targets})
-        self._run(["--mode", "target", "--op", "new", "--tid", str(tid), "--targetname", iqn],
-                  "create target", iqn)
-        try:
-            # Like a new LIO TPG: refuse logins until the plan enables it.
-            self._run(["--mode", "target", "--op", "update", "--tid", str(tid), "--name",
-                       "state", "--value", "offline"], "create target", iqn)
-        except BackendError:
-            self._run(["--mode", "target", "--op", "delete", "--tid", str(tid)],
-                      "delete target", iqn)
-            raise
-        log.info("created target %s as tid %d", iqn, tid, extra={"iqn": iqn})
+    def _create_target(self, action: CreateTarget) -> None:
+        if action.iqn != self.iqn:
+            raise BackendError("create target", action.iqn,
+                               f"this backend manages {self.iqn} only")
+        settings.create_target(self.tgtadm, self.iqn)
 
-    def _set_portals(self, portals: frozenset[Portal]) -> None:
-        current = set(self.tgtadm.portals())
-        wanted = {str(p) for p in portals}
-        for portal in sorted(wanted - current):
-            self._run(["--mode", "portal", "--op", "new", "--param", f"portal={portal}"],
-                      "add portal", portal)
-        for portal in sorted(current - wanted):
-            self._run(["--mode", "portal", "--op", "delete", "--param", f"portal={portal}"],
-                      "remove portal", portal)
+    def _set_enabled(self, action: SetTpgEnabled) -> None:
+        settings.set_enabled(self.tgtadm, self._target("enable", self.iqn), action.enabled)
 
-    def _set_attribute(self, key: str, value: str) -> None:
+    def _set_portals(self, action: SetPortals) -> None:
+        settings.set_portals(self.tgtadm, action.portals)
+
+    def _set_attributes(self, action: SetTpgAttributes) -> None:
+        for key, value in action.attributes:
+            # Read again for each: setting one changes what the next one finds.
+            settings.set_attribute(self.tgtadm, self.access,
+                                   self._target("set attribute", self.iqn), key, value)
+
+    def _create_storage(self, action: CreateStorageObject) -> None:
+        self._pending[action.storage.name] = checked(action.storage)
+
+    def _delete_storage(self, action: DeleteStorageObject) -> None:
+        self._pending.pop(action.name, None)
         ours, _ = self._ours()
-        if ours is None:
-            raise BackendError("set attribute", self.iqn, "the target does not exist",
-                               temporary=True, code="tgt_no_target")
-        tid = str(ours.tid)
-        if key == "generate_node_acls":
-            # ALL is tgt's generated ACL; named initiators are CreateAcl/DeleteAcl's.
-            if (value == "1") != ("ALL" in ours.acl):
-                op = "bind" if value == "1" else "unbind"
-                self._run(["--mode", "target", "--op", op, "--tid", tid, *acl_args("ALL")],
-                          op, "ALL")
-        elif key in ("demo_mode_write_protect", "prod_mode_write_protect"):
-            if value != "1":
-                raise BackendError("set attribute", self.iqn, "sbps LUNs are always "
-                                   "read-only", code="config")
-            for lu in data_luns(ours):
-                if marked(lu) and not lu.readonly:
-                    self._run(["--mode", "logicalunit", "--op", "update", "--tid", tid,
-                               "--lun", str(lu.index), "--params", "readonly=1"],
-                              "set read-only", f"LUN {lu.index}")
-        elif key == "authentication":
-            # Accounts are bound by SetAuth (planned first); here only the two must agree.
-            if value == "1" and not ours.accounts:
-                raise BackendError("set attribute", self.iqn, "authentication=1 needs a CHAP "
-                                   "account bound to the target (SetAuth)", code="config")
-            if value == "0" and ours.accounts:
-                self.access.apply(ours, SetAuth(None, Chap(), reason="authentication=0"))
-        # cache_dynamic_acls has no tgt equivalent: it follows generate_node_acls.
+        for lu in data_luns(ours):
+            if lun_name(lu) == action.name:
+                self._delete_lun(lu.index)
 
     def _create_lun(self, lun: Lun) -> None:
         obj = f"LUN {lun.index} ({lun.storage_object})"
         if not 1 <= lun.index <= _FLAT_SPACE:
             raise BackendError("create LUN", obj, "tgt LUN ids run 1..16383 (0 is the "
                                "controller)")
-        ours, _ = self._ours()
-        if ours is None:
-            raise BackendError("create LUN", obj, "the target does not exist",
-                               temporary=True, code="tgt_no_target")
+        ours = self._target("create LUN", obj)
         existing = {lu.index: lu for lu in data_luns(ours)}
         tid, index = str(ours.tid), str(lun.index)
         if lun.index in existing and half_made(existing[lun.index]):
@@ -339,6 +271,32 @@ class TgtBackend:
         self._counters.forget(index)
         if self.iostat is not None:
             self.iostat.forget(index)
+
+
+def _on_target(change: Callable[[TgtAccess, TgtTarget, Any], None]
+               ) -> Callable[[TgtBackend, AclAction], None]:
+    """The handler of an ACL action: ``change`` on this worker's target (``tgt.access``)."""
+    return lambda backend, action: change(
+        backend.access, backend._target(action.kind, backend.iqn), action)
+
+
+#: The one dispatch of the tgt backend: action type -> handler. tests/unit/test_actions.py
+#: checks that it covers every ``TargetAction``.
+HANDLERS: Mapping[type[TargetAction], Callable[[TgtBackend, Any], None]] = MappingProxyType({
+    CreateTarget: TgtBackend._create_target,
+    SetPortals: TgtBackend._set_portals,
+    SetTpgAttributes: TgtBackend._set_attributes,
+    SetTpgEnabled: TgtBackend._set_enabled,
+    CreateStorageObject: TgtBackend._create_storage,
+    CreateLun: lambda backend, action: backend._create_lun(action.lun),
+    DeleteLun: lambda backend, action: backend._delete_lun(action.index),
+    DeleteStorageObject: TgtBackend._delete_storage,
+    CreateAcl: _on_target(TgtAccess.create_acl),
+    DeleteAcl: _on_target(TgtAccess.delete_acl),
+    MapLun: _on_target(TgtAccess.map_lun),
+    UnmapLun: _on_target(TgtAccess.unmap_lun),
+    SetAuth: _on_target(TgtAccess.set_auth),
+})
 
 
 def from_config(cfg: Config, iqn: str) -> TgtBackend:
