@@ -18,7 +18,7 @@ _IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*(:[^\s]+)?$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
 
 
-class PeMode(enum.Enum):
+class PeMode(enum.StrEnum):
     LEGACY = "legacy"
     CONTENT = "content"
 

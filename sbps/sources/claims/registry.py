@@ -28,7 +28,6 @@ Must not touch the target or decide what to export.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sbps.config import TargetConfig
+from sbps.config.choices import Allocation
 from sbps.core.model import Claim, Identity, Problem
 from sbps.core.rejections import Rejections
 from sbps.sources.claims import local
@@ -53,11 +53,6 @@ from sbps.sources.s3 import S3
 log = logging.getLogger(__name__)
 
 
-class Allocation(enum.Enum):
-    CLAIMS = "claims"
-    HASH = "hash"
-
-
 @dataclass(frozen=True)
 class Settings:
     lun_min: int = 1
@@ -70,7 +65,7 @@ class Settings:
     @classmethod
     def from_config(cls, target: TargetConfig) -> Settings:
         return cls(target.lun_min, target.lun_max, target.lun_quarantine,
-                   Allocation(target.lun_allocation))
+                   target.lun_allocation)
 
 
 def journal_path(state_dir: str | Path) -> Path:

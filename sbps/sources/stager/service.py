@@ -19,6 +19,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sbps.config import StageConfig
+from sbps.config.choices import Verify
 from sbps.core.errors import (
     InputError,
     PermanentError,
@@ -56,7 +57,7 @@ class Stager:
         self.cfg = cfg
         self.s3 = s3
         self.layout = Layout.at(cfg.cache_dir)
-        self.strict = cfg.verify == "strict"
+        self.strict = cfg.verify is Verify.STRICT
         self._clock = clock
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
