@@ -44,6 +44,24 @@ class ArtifactType(enum.Enum):
     BOOT_PARAMETERS = "application/vnd.cray.image.parameters.boot"
 
 
+def backstore_name(digest: str) -> str:
+    """The backstore name (and SCSI product id) of the identity with this digest: the rule
+    that ties a backstore on the target to its claim."""
+    return digest[:15]
+
+
+@dataclass(frozen=True)
+class CacheDir:
+    """The directory of verified image files. A backstore backed by a file below it is
+    sbps's own; ``root`` is the configured path (a backstore keeps the path it was made
+    with)."""
+
+    root: str
+
+    def holds(self, path: str) -> bool:
+        return path.startswith(self.root.rstrip("/") + "/")
+
+
 @dataclass(frozen=True)
 class S3Url:
     """An object address ``s3://bucket/key``; validated where it is parsed (catalog)."""
@@ -69,11 +87,11 @@ class Identity:
     @property
     def name(self) -> str:
         """Backstore name and SCSI product id."""
-        return self.digest[:15]
+        return backstore_name(self.digest)
 
     @property
     def product_id(self) -> str:
-        return self.digest[:15]
+        return backstore_name(self.digest)
 
     @property
     def serial(self) -> str:

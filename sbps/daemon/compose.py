@@ -38,7 +38,7 @@ from sbps.publish.metrics import CacheStats, SbpsCollector, StagingStats
 from sbps.reconcile.loop import Reconciler
 from sbps.sources.catalog import Catalog, ImsClient, make_auth
 from sbps.sources.claims import ClaimRegistry, Settings, journal_path
-from sbps.sources.claims.probe import StoreCheck
+from sbps.sources.claims.probe import StoreCheck, Verdict
 from sbps.sources.s3 import S3, read_credentials
 from sbps.sources.stager import Stager
 from sbps.target import TargetBackend
@@ -136,7 +136,7 @@ def _store_verdict(claims: ClaimRegistry) -> Callable[[], str] | None:
 def _store_refused(claims: ClaimRegistry) -> Callable[[], str] | None:
     check = claims.store_check
     return None if check is None else lambda: (
-        check.state.reason if check.state.verdict.value == "refused" else "")
+        check.state.reason if check.state.verdict is Verdict.REFUSED else "")
 
 
 def _secret(path: str) -> str | None:

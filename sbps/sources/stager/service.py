@@ -88,6 +88,10 @@ class Stager:
             return None
         return CacheEntry(digest, path, record.size, record.etag, record.verified_at)
 
+    def digest_of(self, path: str) -> str | None:
+        """The digest of the cache file that backs a backstore at ``path``, or None."""
+        return self.layout.digest_of(path)
+
     def usage(self) -> tuple[int, int]:
         """(bytes used, budget); budget 0 means no limit."""
         return cache.used_bytes(cache.scan(self.layout), self._in_flight), self.cfg.max_bytes
