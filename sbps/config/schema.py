@@ -144,6 +144,8 @@ class StageConfig(_Section):
                          kind="path")
     max_bytes: int = opt(0, "Cache budget; 0 = no limit.", kind="size", min=0)
     concurrency: int = opt(2, "Images downloaded at once.", min=1, max=64)
+    # These two keep their released names; in the code a ranged GET is a *chunk*
+    # (``chunk_size``) and ``part_size`` is always an object's multipart part size.
     part_size: int = opt(16 * 2**20, "Size of one ranged GET.", kind="size", min=2**20,
                          max=2**32)
     part_concurrency: int = opt(4, "Ranged GETs in flight per image.", min=1, max=64)
