@@ -199,10 +199,6 @@ class ClaimRegistry:
                 if entry is not None:
                     j.drop(entry.claim.lun_id)
 
-    def record_pe_etag(self, identity: Identity, etag: str) -> Claim:
-        """Record the PE etag on a claim that has none; PeChanged if it carries another."""
-        return self._update(identity, lambda c: t.pe_recorded(c, etag, self._clock()))
-
     def promote(self, identity: Identity, etag: str) -> Claim:
         """Make ``etag`` the content behind this PE identity's WWID on every worker.
 
@@ -220,9 +216,6 @@ class ClaimRegistry:
                 return local.release_id(j, lun_id, self._clock(), force)
             self._writable()
             return remote.release_id(lun_id, force)
-
-    def force_release(self, lun_id: int) -> Claim:
-        return self.release_id(lun_id, force=True)
 
     # -- reading S3 -------------------------------------------------------------------
 
