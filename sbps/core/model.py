@@ -37,7 +37,9 @@ class ImageState(enum.Enum):
     FAILED = "failed"
 
 
-class ArtifactType(enum.Enum):
+class ArtifactType(enum.StrEnum):
+    """The manifest artifact types sbps reads; its value is the type's text."""
+
     ROOTFS = "application/vnd.cray.image.rootfs.squashfs"
     KERNEL = "application/vnd.cray.image.kernel"
     INITRD = "application/vnd.cray.image.initrd"
@@ -60,6 +62,9 @@ class CacheDir:
 
     def holds(self, path: str) -> bool:
         return path.startswith(self.root.rstrip("/") + "/")
+
+
+_ARTIFACT_TYPES = frozenset(t.value for t in ArtifactType)
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,13 @@ class Artifact:
     url: S3Url
     etag: str | None
     md5: str | None
-    type: str
+    #: A type sbps reads, or the text of any other (kept, never read). Given as text, a
+    #: type sbps reads is stored as its member, so ``Manifest.first`` finds it.
+    type: ArtifactType | str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, ArtifactType) and self.type in _ARTIFACT_TYPES:
+            object.__setattr__(self, "type", ArtifactType(self.type))
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,7 @@ class Manifest:
     artifacts: tuple[Artifact, ...]
 
     def first(self, kind: ArtifactType) -> Artifact | None:
-        return next((a for a in self.artifacts if a.type == kind.value), None)
+        return next((a for a in self.artifacts if a.type is kind), None)
 
 
 @dataclass(frozen=True)
