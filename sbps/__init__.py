@@ -15,7 +15,7 @@ sources/     what comes from IMS and the bucket: s3 (the client), catalog/, stag
 target/      the target: the backend protocol, factory, lio/ (rtslib, configfs), tgt/
              (tgtd), access/ (policy and its files)
 imagebuild/  sbpsctl image build|check: squashfs, upload as IMS lays it out, checks
-config/      the one frozen configuration: definition, loading, rendering
+config/      the one frozen configuration: definition, choices (enums), loading, rendering
 core/        errors, model, target_state, actions, identity, interfaces (what the loop
              needs from components), decode (bounded), rejections, logs
 

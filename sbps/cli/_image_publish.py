@@ -206,5 +206,5 @@ def boot_parameters(cfg: Config, req: BuildRequest,
 
 
 def manifest_of(result: UploadResult) -> Manifest:
-    return Manifest("1.0", None, tuple(Artifact(a.url, a.etag, a.md5, a.type.value)
+    return Manifest("1.0", None, tuple(Artifact(a.url, a.etag, a.md5, a.type)
                                        for a in result.artifacts))

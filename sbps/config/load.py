@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sbps.config.choices import AccessMode, BackendKind, CatalogAuth, DnsMode
 from sbps.config.schema import DEFAULT_PATH, DEPRECATED_ENV, ENV_PREFIX, Config
 from sbps.core.errors import ConfigError, ConfigErrors
 
@@ -165,6 +166,8 @@ def _set(values: dict[str, Any], sources: dict[str, str], key: Key, raw: Any, so
     try:
         value = _convert(key, raw, from_env)
         _check_bounds(key, value)
+        if key.choices:
+            value = key.type(value)
     except ValueError as exc:
         err = ConfigError(key.dotted, raw,
                           f"expected {exc}", source=source)
@@ -252,61 +255,64 @@ def _read_env(env: Mapping[str, str], by_key: dict[str, Key], values: dict[str, 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
-def _cross_checks(v: dict[str, Any], sources: Mapping[str, str]) -> None:
+def _cross_checks(c: Config, sources: Mapping[str, str]) -> None:
+    """The rules between keys, on the typed configuration."""
     def fail(key: str, allowed: str) -> None:
-        raise ConfigError(key, v[key], allowed, source=sources.get(key, "default"))
+        section, name = key.split(".")
+        raise ConfigError(key, getattr(getattr(c, section), name), allowed,
+                          source=sources.get(key, "default"))
 
-    if v["target.lun_min"] > v["target.lun_max"]:
-        fail("target.lun_max", f"must not be below target.lun_min ({v['target.lun_min']})")
-    if v["target.lun_max"] > 255 and v["target.access"] == "acl":
+    t = c.target
+    acl, tgt, lio = (t.access is AccessMode.ACL, t.backend is BackendKind.TGT,
+                     t.backend is BackendKind.LIO)
+    if t.lun_min > t.lun_max:
+        fail("target.lun_max", f"must not be below target.lun_min ({t.lun_min})")
+    if t.lun_max > 255 and acl:
         fail("target.lun_max", "at most 255 with target.access = acl (in acl mode the mapped "
              "LUN number equals the LUN id, and explicit ACLs map numbers up to 255 only)")
-    if v["target.lun_max"] > 255 and v["target.backend"] == "tgt":
+    if t.lun_max > 255 and tgt:
         fail("target.lun_max", "at most 255 with target.backend = tgt (tgt addresses higher "
              "ids in flat space)")
-    if v["target.backend"] == "tgt" and v["target.access"] == "acl" \
-            and not v["target.initiators"]:
+    if tgt and acl and not t.initiators:
         fail("target.initiators", "required with target.access = acl on target.backend = tgt")
-    if v["target.backend"] == "tgt" and v["target.access"] == "acl" \
-            and v["target.tenant_map_file"]:
+    if tgt and acl and t.tenant_map_file:
         fail("target.tenant_map_file", "not with target.backend = tgt: tgt binds initiators "
              "per target and cannot mask LUNs per initiator, so tenants cannot be kept apart; "
              "use target.backend = lio, or target.initiators alone")
-    if v["target.backend"] == "lio" and v["target.access"] == "acl" \
-            and not v["target.initiators"] and not v["target.tenant_map_file"]:
+    if lio and acl and not t.initiators and not t.tenant_map_file:
         fail("target.initiators", "target.initiators or target.tenant_map_file is required "
              "with target.access = acl (otherwise no initiator may log in)")
-    if v["target.backend"] == "lio":
-        for entry in v["target.initiators"]:
+    if lio:
+        for entry in t.initiators:
             if not entry.startswith(("iqn.", "eui.", "naa.")):
                 fail("target.initiators", "initiator names (iqn./eui./naa.) or prefixes "
                      "ending in * with target.backend = lio (LIO ACLs are per name)")
-    if bool(v["target.chap_user_file"]) != bool(v["target.chap_secret_file"]):
+    if bool(t.chap_user_file) != bool(t.chap_secret_file):
         fail("target.chap_secret_file", "target.chap_user_file and target.chap_secret_file "
              "go together")
-    if bool(v["target.chap_mutual_user_file"]) != bool(v["target.chap_mutual_secret_file"]):
+    if bool(t.chap_mutual_user_file) != bool(t.chap_mutual_secret_file):
         fail("target.chap_mutual_secret_file", "target.chap_mutual_user_file and "
              "target.chap_mutual_secret_file go together")
-    if v["target.chap_mutual_user_file"] and not v["target.chap_user_file"]:
+    if t.chap_mutual_user_file and not t.chap_user_file:
         fail("target.chap_mutual_user_file", "mutual CHAP needs one-way CHAP too "
              "(target.chap_user_file and target.chap_secret_file)")
-    if v["catalog.auth"] == "token-file" and not v["catalog.token_file"]:
+    if c.catalog.auth is CatalogAuth.TOKEN_FILE and not c.catalog.token_file:
         fail("catalog.token_file", "required with catalog.auth = token-file")
-    if v["dns.mode"] == "rfc2136" and not v["dns.tsig_key_file"]:
+    if c.dns.mode is DnsMode.RFC2136 and not c.dns.tsig_key_file:
         fail("dns.tsig_key_file", "required with dns.mode = rfc2136 (updates are signed)")
-    if v["dns.mode"] == "pdns" and not v["dns.pdns_api_key_file"]:
+    if c.dns.mode is DnsMode.PDNS and not c.dns.pdns_api_key_file:
         fail("dns.pdns_api_key_file", "required with dns.mode = pdns")
-    if bool(v["http.tls_cert_file"]) != bool(v["http.tls_key_file"]):
+    if bool(c.http.tls_cert_file) != bool(c.http.tls_key_file):
         fail("http.tls_key_file", "http.tls_cert_file and http.tls_key_file go together")
-    if v["http.max_long_polls"] * 2 > v["http.max_connections"]:
+    if c.http.max_long_polls * 2 > c.http.max_connections:
         fail("http.max_long_polls", "at most half of http.max_connections (the rest serve "
              "health checks, metrics and the catalog)")
-    if v["reconcile.backoff_initial"] > v["reconcile.backoff_max"]:
+    if c.reconcile.backoff_initial > c.reconcile.backoff_max:
         fail("reconcile.backoff_max", "must not be below reconcile.backoff_initial")
-    for name in v["dns.networks"]:
+    for name in c.dns.networks:
         if name not in ("hsn", "nmn"):
             fail("dns.networks", "a list of hsn and nmn")
-    for name in v["s3.allowed_buckets"]:
+    for name in c.s3.allowed_buckets:
         if not _BUCKET_RE.match(name) or ".." in name:
             fail("s3.allowed_buckets", f"{name!r} is not an S3 bucket name (3-63 lowercase "
                  "letters, digits, '.' or '-'); a list of bucket names")
@@ -335,10 +341,10 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
         _set(values, sources, by_key[dotted], raw, "flag", from_env=False, errors=errors)
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
-    _cross_checks(values, sources)
     sections: dict[str, dict[str, Any]] = {}
     for k in all_keys:
         sections.setdefault(k.section, {})[k.name] = values[k.dotted]
     hints = typing.get_type_hints(Config)
     config = Config(**{s: hints[s](**body) for s, body in sections.items()})
+    _cross_checks(config, sources)
     return Loaded(config, dict(sources), tuple(warnings), chosen, file_read)

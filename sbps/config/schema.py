@@ -8,8 +8,27 @@ or the environment.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from dataclasses import dataclass, field
 from typing import Any
+
+from sbps.config.choices import (
+    AccessMode,
+    Allocation,
+    BackendKind,
+    CatalogAuth,
+    DnsMode,
+    GateMode,
+    LogFormat,
+    LogLevel,
+    PeImages,
+    PeMode,
+    S3Proto,
+    Untagged,
+    Untenanted,
+    Verify,
+)
 
 ENV_PREFIX = "SBPS_MARSHAL_"
 DEFAULT_PATH = "/etc/sbps/marshal.toml"
@@ -20,7 +39,6 @@ def opt(
     help: str,
     *,
     kind: str = "",
-    choices: tuple[str, ...] = (),
     min: float | None = None,
     max: float | None = None,
     secret_path: bool = False,
@@ -28,24 +46,39 @@ def opt(
 ) -> Any:
     """One configuration key. ``kind`` refines the type: duration, size, path, url.
 
-    ``secret_path`` marks a path to a file that holds a secret (the value itself is never
-    in the configuration). ``alias`` is the field agent's environment key, without prefix.
+    A key whose default is a member of a ``choices`` enum takes one of its members; the
+    allowed texts are the enum's values, in its order. ``secret_path`` marks a path to a
+    file that holds a secret (the value itself is never in the configuration). ``alias``
+    is the field agent's environment key, without prefix.
     """
-    meta = {"help": help, "kind": kind, "choices": choices, "min": min, "max": max,
-            "secret_path": secret_path, "alias": alias}
+    choice = type(default) if isinstance(default, enum.Enum) else None
+    meta = {"help": help, "kind": kind, "min": min, "max": max, "secret_path": secret_path,
+            "alias": alias, "enum": choice,
+            "choices": tuple(m.value for m in choice) if choice else ()}
     return field(default=default, metadata=meta)
 
 
+class _Section:
+    """A section holds each choice as its enum member. Built by hand (tests, tools) with
+    the text instead, it stores the member; a text that is no member is a ValueError."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            choice = f.metadata.get("enum")
+            value = getattr(self, f.name)
+            if choice is not None and not isinstance(value, choice):
+                object.__setattr__(self, f.name, choice(value))
+
+
 @dataclass(frozen=True)
-class NodeConfig:
+class NodeConfig(_Section):
     hostname: str = opt("", "This worker's name; the target IQN ends with it. Empty: the host "
                         "name of the machine.")
     system_name: str = opt("", "The system name used in DNS names and boot parameters.")
     site_domain: str = opt("", "The site domain used in DNS names and boot parameters.")
     server_id: str = opt("", "The NNN of iscsi-server-id-NNN. Empty: the digits of ncn-wNNN.")
-    gate: str = opt("always", "When this worker serves: always, while gate_file exists, or "
-                    "while its Kubernetes node has gate_label.",
-                    choices=("always", "file", "k8s-label"))
+    gate: GateMode = opt(GateMode.ALWAYS, "When this worker serves: always, while gate_file exists, "
+                     "or while its Kubernetes node has gate_label.")
     gate_file: str = opt("/var/lib/sbps/serve", "Flag file for gate = file.", kind="path")
     gate_label: str = opt("iscsi=sbps", "Node label (key=value) for gate = k8s-label.")
     k8s_api: str = opt("https://kubernetes.default.svc", "Kubernetes API URL.", kind="url")
@@ -56,7 +89,7 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
-class CatalogConfig:
+class CatalogConfig(_Section):
     api_gateway: str = opt("https://api-gw-service-nmn.local", "Base URL of the API gateway.",
                            kind="url", alias="API_GATEWAY")
     ims_uri: str = opt("apis/ims/v3/images", "Path of the IMS image list below api_gateway.",
@@ -65,8 +98,7 @@ class CatalogConfig:
                         alias="IMS_TAGGING")
     timeout: float = opt(10.0, "Timeout of one IMS request.", kind="duration", min=0.1,
                          max=600, alias="IMS_TIMEOUT")
-    auth: str = opt("none", "How IMS requests authenticate.",
-                    choices=("none", "token-file", "command"))
+    auth: CatalogAuth = opt(CatalogAuth.NONE, "How IMS requests authenticate.")
     token_file: str = opt("", "Bearer token file for auth = token-file (re-read on change).",
                           kind="path", secret_path=True)
     token_command: str = opt("spire-agent api fetch jwt -audience {audience} -output json",
@@ -78,20 +110,19 @@ class CatalogConfig:
     ca_bundle: str = opt("", "CA bundle file for IMS; empty uses the system store.",
                          kind="path")
     label_key: str = opt("sbps-project", "Metadata key whose value \"true\" labels an image.")
-    untagged: str = opt("skip", "Records with no metadata at all: skip them, or project "
-                        "them as the field agent did.", choices=("skip", "project"))
-    pe: str = opt("all", "PE images under PE/: all of them, only those labelled in IMS, "
-                  "or none.", choices=("all", "labelled", "off"))
+    untagged: Untagged = opt(Untagged.SKIP, "Records with no metadata at all: skip them, or "
+                             "project them as the field agent did.")
+    pe: PeImages = opt(PeImages.ALL, "PE images under PE/: all of them, only those labelled "
+                       "in IMS, or none.")
     refresh: float = opt(600.0, "Slow refresh that re-checks objects for deletion or "
                          "replacement.", kind="duration", min=10, max=86400)
 
 
 @dataclass(frozen=True)
-class S3Config:
+class S3Config(_Section):
     endpoint: str = opt("", "S3 endpoint URL. Empty: <proto>://<host>.", kind="url")
     host: str = opt("rgw-vip.nmn", "S3 host when endpoint is empty.", alias="S3_HOST")
-    proto: str = opt("https", "S3 scheme when endpoint is empty.", choices=("http", "https"),
-                     alias="S3_PROTO")
+    proto: S3Proto = opt(S3Proto.HTTPS, "S3 scheme when endpoint is empty.", alias="S3_PROTO")
     bucket: str = opt("boot-images", "Bucket holding images, manifests, PE/ and .sbps/.",
                       alias="S3_BUCKET")
     allowed_buckets: tuple[str, ...] = opt((), "Other buckets manifests and their artifacts "
@@ -108,26 +139,27 @@ class S3Config:
 
 
 @dataclass(frozen=True)
-class StageConfig:
+class StageConfig(_Section):
     cache_dir: str = opt("/var/lib/sbps/cache", "Directory of verified image files.",
                          kind="path")
     max_bytes: int = opt(0, "Cache budget; 0 = no limit.", kind="size", min=0)
     concurrency: int = opt(2, "Images downloaded at once.", min=1, max=64)
+    # These two keep their released names; in the code a ranged GET is a *chunk*
+    # (``chunk_size``) and ``part_size`` is always an object's multipart part size.
     part_size: int = opt(16 * 2**20, "Size of one ranged GET.", kind="size", min=2**20,
                          max=2**32)
     part_concurrency: int = opt(4, "Ranged GETs in flight per image.", min=1, max=64)
     bandwidth: int = opt(0, "Download cap in bytes per second; 0 = none.", kind="size",
                          min=0)
-    verify: str = opt("strict", "strict: never export what cannot be verified; best-effort: "
-                      "export it with a warning and a metric.",
-                      choices=("strict", "best-effort"))
+    verify: Verify = opt(Verify.STRICT, "strict: never export what cannot be verified; "
+                         "best-effort: export it with a warning and a metric.")
     rehash_on_start: bool = opt(True, "Re-hash every cache file in the background at start.")
 
 
 @dataclass(frozen=True)
-class TargetConfig:
-    backend: str = opt("lio", "Target backend: kernel LIO via rtslib, or userspace tgtd.",
-                       choices=("lio", "tgt"))
+class TargetConfig(_Section):
+    backend: BackendKind = opt(BackendKind.LIO, "Target backend: kernel LIO via rtslib, or "
+                               "userspace tgtd.")
     iqn_prefix: str = opt("iqn.2023-06.csm.iscsi", "The target IQN is <iqn_prefix>:<hostname>.")
     configfs_root: str = opt("/sys/kernel/config/target", "LIO configfs target directory.",
                              kind="path")
@@ -136,14 +168,14 @@ class TargetConfig:
                                alias="LIO_SAVE_FILE")
     portals: tuple[str, ...] = opt((), "Portals as address[:port]; empty: 0.0.0.0 on port.")
     port: int = opt(3260, "Default iSCSI port of the portals.", min=1, max=65535)
-    access: str = opt("open", "open: any initiator, read-only (generated ACLs); acl: one node "
-                      "ACL per allowed initiator, mapping only the images it may read.",
-                      choices=("open", "acl"))
-    pe_identity: str = opt("legacy", "PE identity key: legacy (path only, as field clients "
-                           "expect) or content (path and etag).", choices=("legacy", "content"))
-    lun_allocation: str = opt("claims", "claims: ids agreed through claim objects in S3; "
-                              "hash: hash and local journal only (read-only credentials).",
-                              choices=("claims", "hash"))
+    access: AccessMode = opt(AccessMode.OPEN, "open: any initiator, read-only (generated "
+                             "ACLs); acl: one node ACL per allowed initiator, mapping only the "
+                             "images it may read.")
+    pe_identity: PeMode = opt(PeMode.LEGACY, "PE identity key: legacy (path only, as field "
+                              "clients expect) or content (path and etag).")
+    lun_allocation: Allocation = opt(Allocation.CLAIMS, "claims: ids agreed through claim "
+                                     "objects in S3; hash: hash and local journal only "
+                                     "(read-only credentials).")
     lun_min: int = opt(1, "Lowest LUN id; LUN 0 is never used.", min=1, max=16383)
     lun_max: int = opt(255, "Highest LUN id (255 with explicit ACLs or tgt).", min=1,
                        max=16383)
@@ -171,9 +203,9 @@ class TargetConfig:
                                "prefixes (and optional per-tenant CHAP files); re-read when "
                                "it changes. Not with backend = tgt. See docs/access.md.",
                                kind="path")
-    untenanted: str = opt("shared", "Untenanted images (no tenant label): shared with every "
-                          "allowed initiator, or listed in target.initiators only.",
-                          choices=("shared", "listed"))
+    untenanted: Untenanted = opt(Untenanted.SHARED, "Untenanted images (no tenant label): "
+                                 "shared with every allowed initiator, or listed in "
+                                 "target.initiators only.")
     chap_user_file: str = opt("", "File holding the CHAP user name; empty: no CHAP.",
                               kind="path")
     chap_secret_file: str = opt("", "File holding the CHAP secret (12..255 characters).",
@@ -187,9 +219,8 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
-class DnsConfig:
-    mode: str = opt("off", "How SRV and A records are registered.",
-                    choices=("off", "rfc2136", "pdns"))
+class DnsConfig(_Section):
+    mode: DnsMode = opt(DnsMode.OFF, "How SRV and A records are registered.")
     server: str = opt("127.0.0.1", "DNS server for rfc2136 updates and SOA queries.")
     port: int = opt(53, "DNS server port.", min=1, max=65535)
     tsig_key_file: str = opt("", "TSIG key: BIND key {} syntax or name:algorithm:secret.",
@@ -210,7 +241,7 @@ class DnsConfig:
 
 
 @dataclass(frozen=True)
-class HttpConfig:
+class HttpConfig(_Section):
     bind: str = opt("127.0.0.1", "Address of the HTTP API and metrics.")
     port: int = opt(9440, "Port of the HTTP API; 0 picks a free one (logged).", min=0,
                     max=65535)
@@ -232,7 +263,7 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
-class ReconcileConfig:
+class ReconcileConfig(_Section):
     interval: float = opt(30.0, "Time between reconcile passes.", kind="duration", min=1,
                           max=86400, alias="SCAN_FREQUENCY")
     state_dir: str = opt("/var/lib/sbps/state", "Journal, claims cache and admin token.",
@@ -254,9 +285,9 @@ class ReconcileConfig:
 
 
 @dataclass(frozen=True)
-class LogConfig:
-    level: str = opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
-    format: str = opt("text", "Log line format.", choices=("text", "json"))
+class LogConfig(_Section):
+    level: LogLevel = opt(LogLevel.INFO, "Log level.")
+    format: LogFormat = opt(LogFormat.TEXT, "Log line format.")
 
 
 @dataclass(frozen=True)

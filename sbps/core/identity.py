@@ -18,7 +18,7 @@ _IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*(:[^\s]+)?$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
 
 
-class PeMode(enum.Enum):
+class PeMode(enum.StrEnum):
     LEGACY = "legacy"
     CONTENT = "content"
 
@@ -60,10 +60,3 @@ def target_iqn(hostname: str, prefix: str = IQN_PREFIX) -> str:
     if not _IQN_RE.match(iqn) or len(iqn) > 223:
         raise ValueError(f"IQN {iqn!r} is not a valid iSCSI qualified name")
     return iqn
-
-
-def serial_for_wwid(wwid: str) -> str:
-    """The serial prefix a WWID encodes (for matching a client device to an image)."""
-    if not wwid.startswith("36001405") or len(wwid) != 33:
-        raise ValueError(f"WWID {wwid!r} is not an LIO NAA WWID (36001405 + 25 hex digits)")
-    return wwid[8:]

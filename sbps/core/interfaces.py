@@ -50,6 +50,10 @@ class Stager(Protocol):
 
     def entry(self, digest: str) -> CacheEntry | None: ...
 
+    def digest_of(self, path: str) -> str | None:
+        """The digest of the cache file that backs a backstore at ``path``, or None."""
+        ...
+
 
 class Claims(Protocol):
     """Blocking; the reconciler calls it in an executor."""

@@ -9,6 +9,7 @@ fields, which both formats print. Must not log secrets: nothing here sees them.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import sys
@@ -16,6 +17,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TextIO
+
+
+class LogLevel(enum.StrEnum):
+    """``log.level``: the level at start (``set_level`` changes it at run time)."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LogFormat(enum.StrEnum):
+    """``log.format``: text lines, or one JSON object per line."""
+
+    TEXT = "text"
+    JSON = "json"
+
 
 #: Attributes of every LogRecord; anything else on a record came in through ``extra``.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message",
@@ -89,11 +107,14 @@ class RepeatFilter(logging.Filter):
         return True
 
 
-def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
+def setup(level: str = LogLevel.INFO, fmt: str = LogFormat.TEXT,
+          stream: TextIO | None = None) -> None:
     """Replace the root handlers with one that writes ``fmt`` lines to ``stream``, with
-    repeated identical lines rate-limited."""
+    repeated identical lines rate-limited. ``level`` and ``fmt`` take the members or their
+    text."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if LogFormat(fmt) is LogFormat.JSON
+                         else TextFormatter())
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

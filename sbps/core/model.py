@@ -37,11 +37,34 @@ class ImageState(enum.Enum):
     FAILED = "failed"
 
 
-class ArtifactType(enum.Enum):
+class ArtifactType(enum.StrEnum):
+    """The manifest artifact types sbps reads; its value is the type's text."""
+
     ROOTFS = "application/vnd.cray.image.rootfs.squashfs"
     KERNEL = "application/vnd.cray.image.kernel"
     INITRD = "application/vnd.cray.image.initrd"
     BOOT_PARAMETERS = "application/vnd.cray.image.parameters.boot"
+
+
+def backstore_name(digest: str) -> str:
+    """The backstore name (and SCSI product id) of the identity with this digest: the rule
+    that ties a backstore on the target to its claim."""
+    return digest[:15]
+
+
+@dataclass(frozen=True)
+class CacheDir:
+    """The directory of verified image files. A backstore backed by a file below it is
+    sbps's own; ``root`` is the configured path (a backstore keeps the path it was made
+    with)."""
+
+    root: str
+
+    def holds(self, path: str) -> bool:
+        return path.startswith(self.root.rstrip("/") + "/")
+
+
+_ARTIFACT_TYPES = frozenset(t.value for t in ArtifactType)
 
 
 @dataclass(frozen=True)
@@ -69,11 +92,11 @@ class Identity:
     @property
     def name(self) -> str:
         """Backstore name and SCSI product id."""
-        return self.digest[:15]
+        return backstore_name(self.digest)
 
     @property
     def product_id(self) -> str:
-        return self.digest[:15]
+        return backstore_name(self.digest)
 
     @property
     def serial(self) -> str:
@@ -91,7 +114,13 @@ class Artifact:
     url: S3Url
     etag: str | None
     md5: str | None
-    type: str
+    #: A type sbps reads, or the text of any other (kept, never read). Given as text, a
+    #: type sbps reads is stored as its member, so ``Manifest.first`` finds it.
+    type: ArtifactType | str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, ArtifactType) and self.type in _ARTIFACT_TYPES:
+            object.__setattr__(self, "type", ArtifactType(self.type))
 
 
 @dataclass(frozen=True)
@@ -101,7 +130,7 @@ class Manifest:
     artifacts: tuple[Artifact, ...]
 
     def first(self, kind: ArtifactType) -> Artifact | None:
-        return next((a for a in self.artifacts if a.type == kind.value), None)
+        return next((a for a in self.artifacts if a.type is kind), None)
 
 
 @dataclass(frozen=True)

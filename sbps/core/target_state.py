@@ -139,7 +139,7 @@ class NodeAcl:
         return {m.index: m for m in self.luns}
 
 
-class AccessMode(enum.Enum):
+class AccessMode(enum.StrEnum):
     OPEN = "open"
     ACL = "acl"
 

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from sbps import __version__
 from sbps.config import Loaded
+from sbps.config.choices import AccessMode, Allocation
 from sbps.config.render import as_dict
 from sbps.core.errors import ConfigError
 from sbps.core.identity import target_iqn
@@ -37,7 +38,7 @@ from sbps.publish.metrics import CacheStats, SbpsCollector, StagingStats
 from sbps.reconcile.loop import Reconciler
 from sbps.sources.catalog import Catalog, ImsClient, make_auth
 from sbps.sources.claims import ClaimRegistry, Settings, journal_path
-from sbps.sources.claims.probe import StoreCheck
+from sbps.sources.claims.probe import StoreCheck, Verdict
 from sbps.sources.s3 import S3, read_credentials
 from sbps.sources.stager import Stager
 from sbps.target import TargetBackend
@@ -97,7 +98,7 @@ async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
     backend = make_backend(cfg, iqn)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, backend.open)
-    if cfg.target.lun_allocation == "claims":
+    if cfg.target.lun_allocation is Allocation.CLAIMS:
         # A restored or rebuilt worker learns the agreed ids before its first pass.
         await loop.run_in_executor(None, claims.sync)
     for problem in await stager.check_all():
@@ -135,7 +136,7 @@ def _store_verdict(claims: ClaimRegistry) -> Callable[[], str] | None:
 def _store_refused(claims: ClaimRegistry) -> Callable[[], str] | None:
     check = claims.store_check
     return None if check is None else lambda: (
-        check.state.reason if check.state.verdict.value == "refused" else "")
+        check.state.reason if check.state.verdict is Verdict.REFUSED else "")
 
 
 def _secret(path: str) -> str | None:
@@ -185,7 +186,7 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
                     boot=boot, claims_held=c.claims.held,
                     store_refused=_store_refused(c.claims),
                     notify_secret=_secret(cfg.reconcile.notify_secret_file),
-                    allowed=_allowed(r) if cfg.target.access == "acl" else None,
+                    allowed=_allowed(r) if cfg.target.access is AccessMode.ACL else None,
                     limits=limits)
     supervisor.start("http", run_http(cfg.http, make_app(deps), cfg.reconcile.state_dir,
                                       started=lambda port: log.info(

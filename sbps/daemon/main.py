@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from sbps import __version__
 from sbps.config import Loaded, load
+from sbps.config.choices import DnsMode
 from sbps.core import logs
 from sbps.core.errors import ConfigError, SbpsError
 from sbps.core.model import ImageState
@@ -187,9 +188,9 @@ class Daemon:
         if c is None:
             return
         if not self._deliberate:
-            if self.cfg.dns.withdraw_on_stop and self.cfg.dns.mode != "off":
+            if self.cfg.dns.withdraw_on_stop and self.cfg.dns.mode is not DnsMode.OFF:
                 log.warning("not a deliberate stop: DNS records are left registered")
-        elif self.cfg.dns.withdraw_on_stop and self.cfg.dns.mode != "off":
+        elif self.cfg.dns.withdraw_on_stop and self.cfg.dns.mode is not DnsMode.OFF:
             try:
                 await asyncio.wait_for(c.registrar.ensure(False), STOP_DEADLINE)
             except (SbpsError, TimeoutError) as exc:

@@ -202,13 +202,6 @@ class Session:
         cdb = bytes([0x8A, 0]) + struct.pack(">QI", 0, 1) + bytes(2)
         return self.command(cdb, data_out=data)[0]
 
-    def report_luns(self) -> tuple[int, ...]:
-        """REPORT LUNS, as the numbers an initiator addresses (flat space: 16384 + id)."""
-        data = self._good(bytes([0xA0, 0, 0, 0, 0, 0]) + struct.pack(">I", 4096) + bytes(2),
-                          4096)
-        n = struct.unpack(">I", data[:4])[0] // 8
-        return tuple(struct.unpack(">H", data[8 + 8 * i:10 + 8 * i])[0] for i in range(n))
-
     def close(self) -> None:
         self._ctx.disconnect()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from sbps.config import NodeConfig
+from sbps.config.choices import GateMode
 from sbps.core.decode import DecodeError, loads
 from sbps.core.errors import UpstreamPermanentError, UpstreamTemporaryError
 from sbps.core.interfaces import AlwaysOpen, Gate
@@ -98,8 +99,8 @@ class K8sLabelGate:
 
 
 def make_gate(cfg: NodeConfig, hostname: str, rejections: Rejections | None = None) -> Gate:
-    if cfg.gate == "file":
+    if cfg.gate is GateMode.FILE:
         return FileGate(cfg.gate_file)
-    if cfg.gate == "k8s-label":
+    if cfg.gate is GateMode.K8S_LABEL:
         return K8sLabelGate(cfg, hostname, rejections=rejections)
     return AlwaysOpen()

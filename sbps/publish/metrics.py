@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from prometheus_client import Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -53,29 +54,26 @@ class CacheStats:
     budget_bytes: int  # 0: no limit
 
 
-class _Histogram:
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * len(buckets)
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.count += 1
-        self.sum += value
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
-
-    def family(self, name: str, doc: str) -> HistogramMetricFamily:
-        fam = HistogramMetricFamily(name, doc)
-        cum = [(_fmt(b), float(c)) for b, c in zip(self.buckets, self.counts, strict=True)]
-        fam.add_metric([], cum + [("+Inf", float(self.count))], sum_value=self.sum)
-        return fam
+def _histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+    """prometheus_client's histogram, in no registry (the collector yields it)."""
+    return Histogram(name, doc, buckets=buckets, registry=None)
 
 
-def _fmt(bound: float) -> str:
-    return str(int(bound)) if bound.is_integer() else str(bound)
+def _family(hist: Histogram) -> Iterator[Metric]:
+    """``hist`` as it has always been exposed: bounds as written ("60", where the client
+    writes "60.0", so recorded series keep their labels) and no ``_created`` series."""
+    for m in hist.collect():
+        fam = HistogramMetricFamily(m.name, m.documentation)
+        buckets = [(_fmt(s.labels["le"]), s.value) for s in m.samples
+                   if s.name.endswith("_bucket")]
+        total = next(s.value for s in m.samples if s.name.endswith("_sum"))
+        fam.add_metric([], buckets, sum_value=total)
+        yield fam
+
+
+def _fmt(le: str) -> str:
+    bound = float(le)
+    return str(int(bound)) if bound.is_integer() else le
 
 
 class SbpsCollector(Collector):
@@ -105,8 +103,11 @@ class SbpsCollector(Collector):
         self._dns: Counter[str] = Counter()
         self._rejected: Counter[tuple[str, str]] = Counter()
         self._rejected_now: frozenset[Problem] = frozenset()
-        self._durations = _Histogram(PASS_BUCKETS)
-        self._latency = _Histogram(EXPORT_BUCKETS)
+        self._durations = _histogram("sbps_reconcile_duration_seconds",
+                                     "Duration of reconcile passes.", PASS_BUCKETS)
+        self._latency = _histogram("sbps_label_to_export_seconds",
+                                   "Time from an image's discovery to its export.",
+                                   EXPORT_BUCKETS)
         self._first_seen: dict[str, float] = {}
         self._prev: tuple[float, Mapping[int, LunStats]] | None = None
         self._cur: tuple[float, Mapping[int, LunStats]] | None = None
@@ -122,8 +123,7 @@ class SbpsCollector(Collector):
             if status.passes <= self._seen or status.passes == 0:
                 return
             self._seen = status.passes
-            ok = not status.errors and not any(
-                not r.ok and not r.skipped for r in status.last_report.results)
+            ok = not status.errors and not status.last_report.failed
             self._runs["bug" if status.bug else "success" if ok else "error"] += 1
             self._count_rejected(status.problems)
             self._durations.observe(status.last_pass_seconds)
@@ -181,8 +181,7 @@ class SbpsCollector(Collector):
         for (source, reason), n in sorted(every.items()):
             rejected.add_metric([source, reason], n)
         yield rejected
-        yield self._durations.family("sbps_reconcile_duration_seconds",
-                                     "Duration of reconcile passes.")
+        yield from _family(self._durations)
         actions = CounterMetricFamily("sbps_actions", "Applied actions by kind and result.",
                                       labels=["kind", "result"])
         for (kind, result), n in sorted(self._actions.items()):
@@ -193,8 +192,7 @@ class SbpsCollector(Collector):
         for result in ("registered", "withdrawn", "failed"):
             dns.add_metric([result], self._dns[result])
         yield dns
-        yield self._latency.family("sbps_label_to_export_seconds",
-                                   "Time from an image's discovery to its export.")
+        yield from _family(self._latency)
 
     def _rates(self) -> dict[int, float]:
         if self._prev is None or self._cur is None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from sbps.core.decode import DecodeError, loads
-from sbps.core.model import DesiredImage
+from sbps.core.model import CacheDir, DesiredImage
 from sbps.core.target_state import LunStats, TargetState
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class Adoption:
     def __init__(self, state_dir: str, cache_dir: str, *, keep_backing: bool, quiet: float,
                  clock: Callable[[], float]) -> None:
         self.path = Path(state_dir) / "adopted.json"
-        self.prefix = cache_dir.rstrip("/") + "/"
+        self.cache = CacheDir(cache_dir)
         self.keep_backing = keep_backing
         self.quiet = quiet
         self.clock = clock
@@ -61,7 +61,7 @@ class Adoption:
         """The adopted names, after adopting what matches a desired image now."""
         wanted = {img.identity.name: img for img in desired}
         outside = {so.name: so for so in target.storage_objects
-                   if not so.path.startswith(self.prefix)}
+                   if not self.cache.holds(so.path)}
         names = {n for n in self.names if n in outside}
         for name, so in outside.items():
             img = wanted.get(name)

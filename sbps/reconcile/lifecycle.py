@@ -172,10 +172,6 @@ class Lifecycle:
                 due.add(name)
         return frozenset(due)
 
-    def retiring_since(self, name: str) -> float | None:
-        r = self._retire.get(name)
-        return r.since if r else None
-
 
 def _counters(indexes: list[int], stats: Mapping[int, LunStats]) -> tuple[int, int]:
     """Bytes read and commands other than the path checker's TEST UNIT READY."""

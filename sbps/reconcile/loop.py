@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ from sbps.config import Config
 from sbps.core.actions import Action, ClaimLun, Plan, ReleaseClaim
 from sbps.core.errors import InputError, SbpsError
 from sbps.core.interfaces import Catalog, Claims, Gate, Registrar, Stager
-from sbps.core.model import DesiredImage
+from sbps.core.model import DesiredImage, ImageKind
 from sbps.core.target_state import Portal, TargetState
 from sbps.reconcile.adoption import Adoption
 from sbps.reconcile.apply import Report, apply
@@ -320,9 +319,9 @@ class Reconciler:
         target = self.status.target
         names = {so.name: so.path for so in target.storage_objects} if target else {}
         exported = {lun.storage_object for lun in target.luns} if target else set()
-        return frozenset(os.path.basename(path).split(".")[0]
-                         for name, path in names.items()
-                         if name in exported and name not in self._replace)
+        digests = (self.stager.digest_of(path) for name, path in names.items()
+                   if name in exported and name not in self._replace)
+        return frozenset(d for d in digests if d is not None)
 
     async def staging_idle(self) -> None:
         while self._staging:
@@ -348,7 +347,7 @@ class _Ports:
     async def claim(self, action: ClaimLun) -> int:
         pe_etag = None
         img = next((i for i in self.r.desired.images if i.identity == action.identity), None)
-        if img is not None and img.kind.value == "pe":
+        if img is not None and img.kind is ImageKind.PE:
             pe_etag = img.source.etag
         c = await self.r._on_io(lambda: self.r.claims.claim(
             action.identity, preferred=action.lun_id or None, pe_etag=pe_etag))

@@ -36,7 +36,7 @@ from sbps.core.actions import (
     SetTpgEnabled,
     StageImage,
 )
-from sbps.core.model import DesiredImage
+from sbps.core.model import CacheDir, DesiredImage, backstore_name
 from sbps.core.target_state import AccessSpec, Lun, Portal, StorageObject, TargetState
 from sbps.reconcile.plan_access import acl_actions, tpg_auth_actions
 
@@ -74,8 +74,7 @@ class PlanInput:
 
 def owned(so: StorageObject, cache_dir: str, adopted: frozenset[str]) -> bool:
     """A backstore is ours when it is backed by a file in our cache, or adopted."""
-    prefix = cache_dir.rstrip("/") + "/"
-    return so.path.startswith(prefix) or so.name in adopted
+    return CacheDir(cache_dir).holds(so.path) or so.name in adopted
 
 
 def retiring(inp: PlanInput) -> frozenset[str]:
@@ -138,7 +137,7 @@ def plan(inp: PlanInput) -> Plan:
         retire += [DeleteLun(i, reason=reason, subject=name) for i in indexes]
         retire.append(DeleteStorageObject(name, reason=reason, subject=name))
         for digest, lun_id in sorted(inp.claims.items()):
-            if digest.startswith(name):
+            if backstore_name(digest) == name:
                 retire.append(ReleaseClaim(digest, lun_id, subject=name,
                                            reason="its LUN was removed"))
     exported, recreated = _exports_after(t, actions)

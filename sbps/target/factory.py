@@ -7,6 +7,7 @@ can run the tgt backend and the other way round. Must not be imported by a backe
 from __future__ import annotations
 
 from sbps.config import Config
+from sbps.config.choices import BackendKind
 from sbps.target import TargetBackend
 
 
@@ -14,7 +15,7 @@ def make_backend(cfg: Config, iqn: str) -> TargetBackend:
     """The configured backend (``target.backend``), imported only when chosen, so that a
     host without rtslib can run the tgt backend and the other way round. No side effects:
     the backend connects to the target on first use (``open()``)."""
-    if cfg.target.backend == "tgt":
+    if cfg.target.backend is BackendKind.TGT:
         from sbps.target.tgt.backend import from_config
 
         return from_config(cfg, iqn)

@@ -178,7 +178,7 @@ def test_release_id_refuses_held_claims_unless_forced(
     admin = ClaimRegistry(s3, s3_bucket, "admin", Settings(1, 16, DAY), None, clock=clock)
     with pytest.raises(ClaimHeld):
         admin.release_id(c.lun_id)
-    forced = admin.force_release(c.lun_id)
+    forced = admin.release_id(c.lun_id, force=True)
     assert forced.holders == frozenset() and forced.released_at == clock.now
     # An orphan (a claim its identity did not agree on) is released without --force.
     store = ClaimStore(s3, s3_bucket)

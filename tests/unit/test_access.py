@@ -1,10 +1,11 @@
-"""The access policy: tenants, patterns, visible(), the ACL spec, the tenant map and CHAP
+"""The access policy: tenants, patterns, allowed(), the ACL spec, the tenant map and CHAP
 files, and the configuration checks that go with them."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,13 +25,18 @@ from sbps.target.access.policy import (
     allowed,
     initiators,
     spec,
-    visible,
 )
 
 RED = "iqn.2024-01.node:x1000c0s0b0n0"
 RED2 = "iqn.2024-01.node:x1000c0s1b0n0"
 BLUE = "iqn.2024-01.node:x3000c0s0b0n0"
 OPS = "iqn.2024-01.ops:admin"
+
+
+def visible(images: Iterable[DesiredImage], initiator: str | None,
+            policy: Policy) -> tuple[DesiredImage, ...]:
+    """The images ``initiator`` may read, as the catalog API lists them for it."""
+    return tuple(img for img in images if allowed(policy, img.tenant, initiator))
 
 
 def image(name: str, tenant: str | None) -> DesiredImage:

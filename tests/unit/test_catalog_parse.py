@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sbps.core.model import Arch, ImageRecord, Manifest, Problem, S3Url
+from sbps.core.model import Arch, ArtifactType, ImageRecord, Manifest, Problem, S3Url
 from sbps.sources.catalog.parse import parse_created, parse_manifest, parse_record
 
 IMG = "4fab0408-0bfe-4668-b957-964f8ff0e4e9"
@@ -239,3 +239,15 @@ def test_the_dev_servers_odd_records() -> None:
     for r in parsed:
         assert isinstance(r, ImageRecord)
         assert r.created is not None and r.created.year == 2024
+
+
+def test_artifact_types_sbps_reads_are_members_others_stay_text() -> None:
+    other = "application/vnd.cray.image.initrd.debug"
+    m = parse_manifest(IMG, manifest(art(), art("application/vnd.cray.image.kernel"),
+                                     art(other)), [])
+    assert isinstance(m, Manifest)
+    assert [a.type for a in m.artifacts] == [ArtifactType.ROOTFS, ArtifactType.KERNEL, other]
+    assert m.artifacts[0].type is ArtifactType.ROOTFS
+    assert type(m.artifacts[2].type) is str
+    assert m.first(ArtifactType.KERNEL) is m.artifacts[1]
+    assert m.first(ArtifactType.INITRD) is None

@@ -14,7 +14,6 @@ from sbps.sources.claims import (
     is_free,
     preferred_order,
     probe_order,
-    quarantine_ends,
 )
 
 keys = st.text(min_size=1, max_size=80)
@@ -85,7 +84,6 @@ def test_quarantine(released: float, quarantine: float, elapsed: float) -> None:
     assert is_free(c, released + elapsed, quarantine) == (
         (released + elapsed) - released >= quarantine)
     assert not is_free(c, released, quarantine) or quarantine == 0
-    assert quarantine_ends(c, quarantine) == released + quarantine
 
 
 @given(st.frozensets(st.text(min_size=1), min_size=1), st.one_of(st.none(), times), times,
@@ -94,4 +92,3 @@ def test_held_or_unreleased_is_never_free(holders: frozenset[str], released: flo
                                          now: float, quarantine: float) -> None:
     assert not is_free(claim(holders, released), now, quarantine)
     assert not is_free(claim(frozenset(), None), now, quarantine)
-    assert quarantine_ends(claim(holders, released), quarantine) is None

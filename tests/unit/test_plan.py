@@ -235,3 +235,14 @@ def test_adopted_objects_are_not_reported_foreign() -> None:
                 foreign=(A.identity.name,))
     p = plan(inp((A,), t, claims={A.identity.digest: 4}, adopted=frozenset({A.identity.name})))
     assert p.actions == () and p.notes == ()
+
+
+def test_a_retired_backstore_releases_its_own_claim_only() -> None:
+    """The claim of a retired backstore is the one whose identity names it, not every
+    digest that begins with the name (a cache-backed backstore of another name)."""
+    short = StorageObject(B.identity.digest[:4], f"{CACHE}/{B.identity.digest}.squashfs",
+                          4096, "x", "x")
+    t = target((A, 10), extra=(short,), extra_luns=(Lun(11, short.name),))
+    p = plan(inp((A,), t, claims={A.identity.digest: 10, B.identity.digest: 11},
+                 retire_due=frozenset({short.name})))
+    assert kinds(p) == ["DeleteLun", "DeleteStorageObject"]

@@ -9,6 +9,7 @@ sbps errors that the reconciler reports and retries.
 from __future__ import annotations
 
 from sbps.config import Config
+from sbps.config.choices import DnsMode
 from sbps.core.errors import ConfigError
 from sbps.core.interfaces import NoDns, Registrar
 from sbps.core.rejections import Rejections
@@ -24,16 +25,16 @@ def make_registrar(cfg: Config, hostname: str,
     Checks what can be checked without the network (names, server id, configured
     addresses) so a bad configuration is reported at start, not at the first pass.
     """
-    if cfg.dns.mode == "off":
+    if cfg.dns.mode is DnsMode.OFF:
         return NoDns()
     records.desired(cfg, hostname)
     for net in cfg.dns.networks:
         configured = str(getattr(cfg.dns, f"{net}_address", "")).strip()
         if configured:
             records.check_address(f"dns.{net}_address", configured)
-    if cfg.dns.mode == "rfc2136":
+    if cfg.dns.mode is DnsMode.RFC2136:
         return Rfc2136Registrar(cfg, hostname)
-    if cfg.dns.mode == "pdns":
+    if cfg.dns.mode is DnsMode.PDNS:
         return PdnsRegistrar(cfg, hostname, rejections=rejections)
     raise ConfigError("dns.mode", cfg.dns.mode, "one of off, rfc2136, pdns")
 

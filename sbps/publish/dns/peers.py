@@ -17,6 +17,7 @@ import dns.rcode
 import dns.rdatatype
 
 from sbps.config import Config
+from sbps.config.choices import DnsMode
 from sbps.core.errors import ConfigError, UpstreamTemporaryError
 from sbps.publish.dns.records import srv_name
 
@@ -45,7 +46,7 @@ def _ask(cfg: Config, name: str, rdtype: str) -> list[str]:
 def network(cfg: Config, net: str | None) -> str:
     """The network to look on: ``net``, else nmn (management) if registered, else the
     first of ``dns.networks``."""
-    if cfg.dns.mode == "off":
+    if cfg.dns.mode is DnsMode.OFF:
         raise ConfigError("dns.mode", "off", "peers are found from the DNS records the "
                           "workers register; with dns.mode off, give the workers' URLs")
     if net is not None:

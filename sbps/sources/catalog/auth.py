@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sbps.config import CatalogConfig
+from sbps.config.choices import CatalogAuth
 from sbps.core.decode import DecodeError, jwt_payload, loads
 from sbps.core.errors import ConfigError, UpstreamPermanentError, UpstreamTemporaryError
 from sbps.core.rejections import Rejections
@@ -230,12 +231,12 @@ class TokenCommand:
 
 def make_auth(cfg: CatalogConfig, rejections: Rejections | None = None) -> TokenProvider:
     """The token provider ``catalog.auth`` names."""
-    if cfg.auth == "token-file":
+    if cfg.auth is CatalogAuth.TOKEN_FILE:
         if not cfg.token_file:
             raise ConfigError("catalog.token_file", cfg.token_file,
                               "a file is required when catalog.auth = \"token-file\"")
         return TokenFile(cfg.token_file)
-    if cfg.auth == "command":
+    if cfg.auth is CatalogAuth.COMMAND:
         return TokenCommand(cfg.token_command, cfg.token_audience, cfg.token_svid_pattern,
                             timeout=cfg.timeout, rejections=rejections)
     return NoAuth()

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sbps.config import Config
+from sbps.config.choices import PeImages
 from sbps.core.decode import DecodeError
 from sbps.core.errors import InputError, SbpsError
-from sbps.core.identity import PeMode
 from sbps.core.model import ImageRecord, ObjectInfo, Problem
 from sbps.sources.catalog.ims import ImsClient
 from sbps.sources.catalog.parse import parse_record, record_id, record_metadata
@@ -62,7 +62,7 @@ class Catalog:
         self._run = S3Runner(s3, executor, concurrency)
         self.allowed = allowed_buckets(config.s3)
         self._rootfs = RootfsTracker(self._run, self.allowed, config.target.tenant_label)
-        self._pe = PeTracker(self._run, PeMode(config.target.pe_identity))
+        self._pe = PeTracker(self._run, config.target.pe_identity)
         self._clock = clock
         self._listing: _Listing | None = None
         self._pe_objects: dict[str, ObjectInfo] | None = None
@@ -160,7 +160,7 @@ class Catalog:
         return out
 
     async def _list_pe(self) -> bool:
-        if self.cfg.pe == "off":
+        if self.cfg.pe is PeImages.OFF:
             self._pe_objects = {}
             return True
         try:
@@ -173,7 +173,7 @@ class Catalog:
         return True
 
     def _registrations(self, listing: _Listing) -> dict[str, str]:
-        if self.cfg.pe != "labelled":
+        if self.cfg.pe is not PeImages.LABELLED:
             return {}
         return registered_pe(listing.records.values(), self.bucket, self.cfg)
 
@@ -225,7 +225,7 @@ class Catalog:
                 unsafe[f"pe:{key}"] = Outcome(problem=Problem(exc.obj, exc.field, exc.reason,
                                                               exc.code))
                 continue
-            if self.cfg.pe == "all" or key in registered:
+            if self.cfg.pe is PeImages.ALL or key in registered:
                 objects[key] = obj
         for key in set(tracker.entries) - set(objects):
             tracker.forget(key)

@@ -22,6 +22,7 @@ import enum
 from collections.abc import Collection, Iterable, Mapping
 
 from sbps.config import CatalogConfig
+from sbps.config.choices import Untagged
 from sbps.core.errors import InputError
 from sbps.core.model import ArtifactType, ImageRecord, Manifest, Problem, S3Url
 from sbps.sources.s3 import confine
@@ -45,7 +46,7 @@ def decide(metadata: Mapping[str, str] | None, cfg: CatalogConfig) -> Decision:
     if not cfg.tagging:
         return Decision.PROJECT
     if metadata is None:
-        return Decision.PROJECT if cfg.untagged == "project" else Decision.UNTAGGED
+        return Decision.PROJECT if cfg.untagged is Untagged.PROJECT else Decision.UNTAGGED
     value = metadata.get(cfg.label_key)
     if isinstance(value, str) and value.strip().lower() == "true":
         return Decision.PROJECT

@@ -12,7 +12,6 @@ from sbps.sources.claims.failures import (
     ClaimContention,
     ClaimHeld,
     ClaimMissing,
-    PeChanged,
     RangeFull,
 )
 from sbps.sources.claims.ids import (
@@ -20,12 +19,11 @@ from sbps.sources.claims.ids import (
     is_free,
     preferred_order,
     probe_order,
-    quarantine_ends,
 )
 from sbps.sources.claims.registry import Allocation, ClaimRegistry, Settings, journal_path
 
 __all__ = [
     "Allocation", "ClaimContention", "ClaimHeld", "ClaimMissing", "ClaimRegistry",
-    "PeChanged", "RangeFull", "Settings", "first_candidate", "is_free", "journal_path",
-    "preferred_order", "probe_order", "quarantine_ends",
+    "RangeFull", "Settings", "first_candidate", "is_free", "journal_path",
+    "preferred_order", "probe_order",
 ]

@@ -26,12 +26,6 @@ class ClaimMissing(PermanentError):
     code = "claim_missing"
 
 
-class PeChanged(PermanentError):
-    """A PE key now has another etag than the one its claim (and WWID) carries."""
-
-    code = "pe_changed"
-
-
 class ClaimContention(TemporaryError):
     """Conditional writes kept losing to other workers; retry on the next pass."""
 

@@ -67,10 +67,3 @@ def is_free(claim: Claim, now: float, quarantine: float) -> bool:
     if claim.holders or claim.released_at is None:
         return False
     return now - claim.released_at >= quarantine
-
-
-def quarantine_ends(claim: Claim, quarantine: float) -> float | None:
-    """When a released claim becomes free; None while it is held (or never released)."""
-    if claim.holders or claim.released_at is None:
-        return None
-    return claim.released_at + quarantine

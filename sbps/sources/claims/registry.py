@@ -28,7 +28,6 @@ Must not touch the target or decide what to export.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sbps.config import TargetConfig
+from sbps.config.choices import Allocation
 from sbps.core.model import Claim, Identity, Problem
 from sbps.core.rejections import Rejections
 from sbps.sources.claims import local
@@ -53,11 +53,6 @@ from sbps.sources.s3 import S3
 log = logging.getLogger(__name__)
 
 
-class Allocation(enum.Enum):
-    CLAIMS = "claims"
-    HASH = "hash"
-
-
 @dataclass(frozen=True)
 class Settings:
     lun_min: int = 1
@@ -70,7 +65,7 @@ class Settings:
     @classmethod
     def from_config(cls, target: TargetConfig) -> Settings:
         return cls(target.lun_min, target.lun_max, target.lun_quarantine,
-                   Allocation(target.lun_allocation))
+                   target.lun_allocation)
 
 
 def journal_path(state_dir: str | Path) -> Path:
@@ -204,10 +199,6 @@ class ClaimRegistry:
                 if entry is not None:
                     j.drop(entry.claim.lun_id)
 
-    def record_pe_etag(self, identity: Identity, etag: str) -> Claim:
-        """Record the PE etag on a claim that has none; PeChanged if it carries another."""
-        return self._update(identity, lambda c: t.pe_recorded(c, etag, self._clock()))
-
     def promote(self, identity: Identity, etag: str) -> Claim:
         """Make ``etag`` the content behind this PE identity's WWID on every worker.
 
@@ -225,9 +216,6 @@ class ClaimRegistry:
                 return local.release_id(j, lun_id, self._clock(), force)
             self._writable()
             return remote.release_id(lun_id, force)
-
-    def force_release(self, lun_id: int) -> Claim:
-        return self.release_id(lun_id, force=True)
 
     # -- reading S3 -------------------------------------------------------------------
 

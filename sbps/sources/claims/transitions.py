@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from sbps.core.model import Claim
-from sbps.sources.claims.failures import ClaimHeld, PeChanged
+from sbps.sources.claims.failures import ClaimHeld
 
 
 def touch(old: Claim, now: float, **changes: Any) -> Claim:
@@ -46,13 +46,6 @@ def cleared(c: Claim, now: float, *, force: bool, orphan: bool) -> Claim:
                         f"{', '.join(sorted(c.holders))}; use --force to release it")
     released = c.released_at if not c.holders and c.released_at is not None else now
     return touch(c, now, holders=frozenset(), released_at=released)
-
-
-def pe_recorded(c: Claim, etag: str, now: float) -> Claim:
-    if c.pe_etag is not None and c.pe_etag != etag:
-        raise PeChanged(f"LUN {c.lun_id} ({c.identity_key}): the claim carries PE etag "
-                        f"{c.pe_etag}, the object now has {etag}")
-    return touch(c, now, pe_etag=etag)
 
 
 def promoted(c: Claim, etag: str, now: float) -> Claim:

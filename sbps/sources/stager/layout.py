@@ -78,6 +78,13 @@ class Layout:
                     return kind, digest
         return None
 
+    def digest_of(self, path: str) -> str | None:
+        """The digest whose verified file backs a backstore at ``path``, or None. By file
+        name: a backstore keeps the path it was made with, which may name the cache
+        directory another way (unresolved, or before it moved)."""
+        found = self.classify(os.path.basename(path))
+        return found[1] if found is not None and found[0] == "final" else None
+
 
 def fsync_dir(path: str) -> None:
     """Make a rename or unlink in ``path`` durable."""

@@ -19,6 +19,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sbps.config import StageConfig
+from sbps.config.choices import Verify
 from sbps.core.errors import (
     InputError,
     PermanentError,
@@ -56,7 +57,7 @@ class Stager:
         self.cfg = cfg
         self.s3 = s3
         self.layout = Layout.at(cfg.cache_dir)
-        self.strict = cfg.verify == "strict"
+        self.strict = cfg.verify is Verify.STRICT
         self._clock = clock
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
@@ -86,6 +87,10 @@ class Stager:
         if not record.matches(st):
             return None
         return CacheEntry(digest, path, record.size, record.etag, record.verified_at)
+
+    def digest_of(self, path: str) -> str | None:
+        """The digest of the cache file that backs a backstore at ``path``, or None."""
+        return self.layout.digest_of(path)
 
     def usage(self) -> tuple[int, int]:
         """(bytes used, budget); budget 0 means no limit."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sbps.config import TargetConfig
+from sbps.config.choices import BackendKind, Untenanted
 from sbps.core.decode import DecodeError, loads, loads_toml
 from sbps.core.errors import ConfigError
 from sbps.core.model import DesiredImage
@@ -158,9 +159,10 @@ def policy_from_config(t: TargetConfig, tenants: TenantMap | None = None) -> Pol
     if t.chap_user_file:
         chap = ChapFiles(t.chap_user_file, t.chap_secret_file, t.chap_mutual_user_file,
                          t.chap_mutual_secret_file)
-    return Policy(mode=AccessMode(t.access), initiators=t.initiators,
-                  untenanted_shared=t.untenanted == "shared", tenants=tenants or TenantMap(),
-                  chap=chap, masking=t.backend != "tgt")
+    return Policy(mode=t.access, initiators=t.initiators,
+                  untenanted_shared=t.untenanted is Untenanted.SHARED,
+                  tenants=tenants or TenantMap(), chap=chap,
+                  masking=t.backend is not BackendKind.TGT)
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ class AccessSource:
 
     def _policy(self) -> Policy:
         path = self.target.tenant_map_file
-        if not path or self.target.access != "acl":
+        if not path or self.target.access is not AccessMode.ACL:
             return policy_from_config(self.target)
         try:
             st = os.stat(path)

@@ -1,7 +1,7 @@
 """Access policy: who may read which image, and with which CHAP credentials.
 
 Owns the pure policy: matching initiator names against names and prefixes, which images an
-initiator may read (``visible``, also for the catalog API), the node ACLs and CHAP the target
+initiator may read (``allowed``, also for the catalog API), the node ACLs and CHAP the target
 should have (``spec``) and the TPG attributes that go with them (``attributes``). Reading the
 tenant map and the CHAP files is in ``sbps.target.access.files``; ``AccessSource`` there ties both
 together for the reconciler.
@@ -17,7 +17,7 @@ Rules (docs/access.md):
   the map does not know makes the image readable by nobody.
 - A pattern is an exact initiator name, or a prefix ending in ``*``. Node ACLs need exact
   names, so prefixes are expanded against the names the tenant map lists (``nodes``) and
-  the exact names anywhere in the policy; ``visible`` matches prefixes directly.
+  the exact names anywhere in the policy; ``allowed`` matches prefixes directly.
 - On a backend that cannot mask LUNs per initiator (tgt), every allowed initiator reads
   every image; the configuration refuses tenants there.
 """
@@ -103,13 +103,6 @@ def allowed(policy: Policy, tenant: str | None, initiator: str | None) -> bool:
         return _any(policy.initiators, initiator) or (policy.untenanted_shared and in_tenant)
     owner = tenants.get(tenant)
     return owner is not None and _any(owner.initiators, initiator)
-
-
-def visible(images: Iterable[DesiredImage], initiator: str | None,
-            policy: Policy) -> tuple[DesiredImage, ...]:
-    """The images ``initiator`` may read: what the catalog API lists for it. With no
-    initiator name (an anonymous request) in ``acl`` mode: nothing."""
-    return tuple(img for img in images if allowed(policy, img.tenant, initiator))
 
 
 def initiators(policy: Policy) -> tuple[str, ...]:
