@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Iterable
 
-from .nodes import Group, fail
+from .nodes import Attr, Group, fail
 
 
 def parse_int(text: str) -> int:
@@ -86,4 +86,8 @@ def auth_group(group: Group, values: dict[str, int | str]) -> Group:
         return line(int(mutual and values["password_mutual"] not in ("", "NULL")))
 
     group.attr("authenticate_target", show=authenticate_target)
+    for name in (*names, "authenticate_target"):
+        node = group.children[name]
+        assert isinstance(node, Attr)
+        node.admin = True
     return group

@@ -111,6 +111,7 @@ class ConfigFS(mfusepy.Operations):
 
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
         fh = _fh(fi)
+        caller = _caller_pid()
 
         def do_read() -> bytes:
             data = self.snapshots.get(fh)
@@ -118,16 +119,22 @@ class ConfigFS(mfusepy.Operations):
                 node = self.tree.lookup(path)
                 if not isinstance(node, Attr) or node.show is None:
                     raise OSError(errno.EACCES, "not readable")
+                if node.admin and not _has_sys_admin(caller):
+                    raise OSError(errno.EPERM, "CAP_SYS_ADMIN required")
                 data = node.show().encode()[:4096]
                 self.snapshots[fh] = data
             return data[offset:offset + size]
         return self._run(do_read)
 
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
+        caller = _caller_pid()
+
         def do_write() -> int:
             node = self.tree.lookup(path)
             if not isinstance(node, Attr) or node.store is None:
                 raise OSError(errno.EACCES, "not writable")
+            if node.admin and not _has_sys_admin(caller):
+                raise OSError(errno.EPERM, "CAP_SYS_ADMIN required")
             if len(data) > 4096:
                 raise OSError(errno.EINVAL, "configfs attributes take at most a page")
             node.store(data.decode(errors="replace"))
@@ -180,3 +187,30 @@ class ConfigFS(mfusepy.Operations):
 def _fh(fi: Any) -> int:
     """With ``raw_fi`` mfusepy hands over the fuse_file_info struct instead of the handle."""
     return fi if isinstance(fi, int) else int(fi.fh)
+
+
+_CAP_SYS_ADMIN = 21
+
+
+def _caller_pid() -> int:
+    """The process whose system call this FUSE request is (0 when not inside one)."""
+    try:
+        return int(mfusepy.fuse_get_context()[2])
+    except Exception:  # outside a FUSE request (direct calls in tests)
+        return 0
+
+
+def _has_sys_admin(pid: int) -> bool:
+    """Whether ``pid`` has CAP_SYS_ADMIN in its effective set, as the kernel's capable()
+    would ask. An unknown caller (pid 0, or gone) is given the benefit of the doubt."""
+    if pid <= 0:
+        return True
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
+    except OSError:
+        return True
+    return True
+

@@ -47,6 +47,9 @@ class Node:
 class Attr(Node):
     show: Show | None = None
     store: Store | None = None
+    admin: bool = False
+    """The kernel answers EPERM to a caller without CAP_SYS_ADMIN (the CHAP attributes:
+    iscsi_target_configfs.c checks ``capable(CAP_SYS_ADMIN)`` in their show and store)."""
 
     @property
     def mode(self) -> int:

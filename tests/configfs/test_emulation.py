@@ -114,6 +114,29 @@ def test_tpg_layout_and_generated_acl_attributes(emulation: Mounted) -> None:
     assert errno_of(os.mkdir, f"{emulation.target}/iscsi/{TARGET_IQN}/tpg1") == errno.EINVAL
 
 
+def test_chap_attributes_need_cap_sys_admin_as_in_the_kernel(emulation: Mounted) -> None:
+    """LIO answers EPERM to reads and writes of the CHAP attributes by a process without
+    CAP_SYS_ADMIN (the real-kernel lane found it); other attributes only check modes."""
+    import subprocess
+
+    tpg = f"{emulation.target}/iscsi/{TARGET_IQN}/tpgt_1"
+    os.makedirs(tpg)
+    write(f"{tpg}/auth/userid", "sbps")
+    limited = ["setpriv", "--bounding-set=-all,+dac_override", "--inh-caps=-all", "--"]
+    for path, denied in ((f"{tpg}/auth/userid", True), (f"{tpg}/auth/password", True),
+                         (f"{tpg}/auth/authenticate_target", True),
+                         (f"{emulation.target}/iscsi/discovery_auth/userid", True),
+                         (f"{tpg}/attrib/authentication", False)):
+        r = subprocess.run([*limited, "cat", path], capture_output=True, text=True)
+        assert (r.returncode != 0 and "Operation not permitted" in r.stderr) is denied, (
+            path, r.stderr)
+    r = subprocess.run([*limited, "python3", "-c", "import os, sys\n"
+                        "fd = os.open(sys.argv[1], os.O_WRONLY)\nos.write(fd, b'x')",
+                        f"{tpg}/auth/userid"], capture_output=True, text=True)
+    assert "Operation not permitted" in r.stderr, r.stderr
+    assert read(f"{tpg}/auth/userid") == "sbps\n"  # with every capability
+
+
 def test_simulated_reads_and_test_unit_ready(emulation: Mounted, backing: Path) -> None:
     paths = make_export(emulation, backing, lun=17)
     stats = f"{paths['lun']}/statistics"
