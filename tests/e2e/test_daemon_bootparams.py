@@ -15,8 +15,6 @@ request" checks can fail: the control is a pass, which makes both counters move.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -25,19 +23,9 @@ from tests.fixtures.images import PROJECT_LABEL, UploadedImage
 from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.proxy import FaultProxy
 from tests.fixtures.servers import IMSServer, S3Server
+from tests.fixtures.web import get
 
 SECRET = b"SECRET-OF-ANOTHER-BUCKET"
-
-
-def get(url: str, token: str | None = None, method: str = "GET") -> tuple[int, bytes]:
-    req = urllib.request.Request(url, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def hostile_records(ims: IMSServer, s3_client: Any, bucket: str, other: str,

@@ -4,8 +4,6 @@ admin token, manual trigger."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -13,17 +11,7 @@ from sbps.core import identity
 from tests.fixtures.images import PROJECT_LABEL
 from tests.fixtures.marshal import Worker, wait_until
 from tests.fixtures.servers import SECRET_KEY, IMSServer
-
-
-def get(url: str, token: str | None = None, method: str = "GET") -> tuple[int, bytes]:
-    req = urllib.request.Request(url, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+from tests.fixtures.web import get
 
 
 def api(w: Worker) -> str:

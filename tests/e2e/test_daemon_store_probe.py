@@ -5,8 +5,6 @@ nothing, and says why in /readyz, the metrics and one log line."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -14,16 +12,14 @@ from sbps.core import identity
 from tests.fixtures.marshal import Worker, read_json_log, wait_until
 from tests.fixtures.proxy import Fault, FaultProxy
 from tests.fixtures.servers import IMSServer, S3Server
+from tests.fixtures.web import get
 
 CONDITIONAL = ("If-None-Match", "If-Match")
 
 
 def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+    status, body = get(url)
+    return status, body.decode()
 
 
 def test_a_bucket_that_ignores_conditions_keeps_exports_and_claims_nothing(

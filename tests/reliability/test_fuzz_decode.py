@@ -45,36 +45,53 @@ def _typed(exc: SbpsError) -> bool:
     return False
 
 
-class ImsPath:
-    """``ImsClient.list_images`` (no retries) against a RawServer, then each record through
-    ``parse_record`` as the catalog does; one event loop for the whole run."""
+class _ServedPath:
+    """A decoding path that reads the fuzzed bytes over HTTP from a RawServer; one event
+    loop for the whole run. Subclasses say what reads them (``_read``)."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.server = RawServer()
         self.loop.run_until_complete(self.server.__aenter__())
-        cfg = CatalogConfig(api_gateway=self.server.url, ims_uri="v3/images", timeout=60.0)
-        self.client = ImsClient(cfg, NoAuth(), retries=0)
 
     def check(self, body: bytes) -> bool:
         self.server.body = body
-        return self.loop.run_until_complete(self._check())
-
-    async def _check(self) -> bool:
         try:
-            records = await self.client.list_images()
+            return self.loop.run_until_complete(self._read())
         except SbpsError as exc:
             return _typed(exc)
+
+    async def _read(self) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self._close())
+        self.loop.run_until_complete(self.server.__aexit__())
+        self.loop.close()
+
+    async def _close(self) -> None:
+        """Release what ``_read`` holds open (nothing by default)."""
+
+
+class ImsPath(_ServedPath):
+    """``ImsClient.list_images`` (no retries), then each record through ``parse_record`` as
+    the catalog does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        cfg = CatalogConfig(api_gateway=self.server.url, ims_uri="v3/images", timeout=60.0)
+        self.client = ImsClient(cfg, NoAuth(), retries=0)
+
+    async def _read(self) -> bool:
+        records = await self.client.list_images()
         for n, raw in enumerate(records):
             out = parse_record(raw, n, [])
             if isinstance(out, Problem):
                 _problem(out)
         return True
 
-    def close(self) -> None:
-        self.loop.run_until_complete(self.client.close())
-        self.loop.run_until_complete(self.server.__aexit__())
-        self.loop.close()
+    async def _close(self) -> None:
+        await self.client.close()
 
 
 def check_claim(body: bytes) -> bool:
@@ -112,26 +129,17 @@ def check_token(body: bytes) -> bool:
     return True
 
 
-class K8sPath:
-    """The k8s-label gate reading its node from a RawServer that answers the bytes."""
+class K8sPath(_ServedPath):
+    """The k8s-label gate reading its node answer."""
 
     def __init__(self, token_file: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.server = RawServer()
-        self.loop.run_until_complete(self.server.__aenter__())
+        super().__init__()
         cfg = NodeConfig(gate="k8s-label", k8s_api=self.server.url, k8s_token_file=token_file)
         self.gate = K8sLabelGate(cfg, "ncn-w001")
 
-    def check(self, body: bytes) -> bool:
-        self.server.body = body
-        try:
-            return self.loop.run_until_complete(self.gate.is_open()) or True
-        except SbpsError as exc:
-            return _typed(exc)
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.server.__aexit__())
-        self.loop.close()
+    async def _read(self) -> bool:
+        await self.gate.is_open()
+        return True
 
 
 def _row(figures: Callable[[str], Figures], kind: fb.Kind, tally: fz.Tally) -> Figures:
