@@ -122,7 +122,7 @@ async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
     access_source = AccessSource(cfg.target, rejections)
     reconciler = make_reconciler(cfg, iqn, catalog=catalog, stager=stager, claims=claims,
                                  backend=backend, gate=gate, registrar=registrar,
-                                 access=access_source)
+                                 access=access_source, clock=time.time)
     c = Components(loaded, hostname, s3, ims, catalog, stager, claims, backend,
                    gate, registrar, reconciler, rejections, access_source)
     start_http(c, supervisor)
@@ -131,8 +131,7 @@ async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
 
 def make_reconciler(cfg: Config, iqn: str, *, catalog: CatalogPort, stager: StagerPort,
                     claims: Claims, backend: TargetBackend, gate: Gate, registrar: Registrar,
-                    access: AccessSource,
-                    clock: Callable[[], float] = time.time) -> Reconciler:
+                    access: AccessSource, clock: Callable[[], float]) -> Reconciler:
     """The loop and its parts (lifecycle, desired state, serving, adoption, staging, the
     plan input), wired from the configuration; the tests build theirs here too, with fakes
     of the components and a fake clock."""
