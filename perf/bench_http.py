@@ -40,7 +40,7 @@ from sbps.publish.http.app import make_app
 from sbps.publish.http.deps import HttpDeps
 from sbps.publish.http.serve import start_http
 from sbps.publish.http.source import StatusSource
-from sbps.reconcile.lifecycle import ImageStatus, Lifecycle
+from sbps.reconcile.lifecycle import ImageStatus
 from sbps.reconcile.loop import Status
 
 CLIENTS = 256
@@ -73,7 +73,6 @@ class StaticControl:
 
     def __init__(self, status: Status) -> None:
         self.status = status
-        self.lifecycle = Lifecycle(time.time, 30, 3600)
 
     def trigger(self, reason: str) -> int:
         return self.status.passes + 1

@@ -8,8 +8,9 @@ daemon/      sbps-marshal: main (process, signals, sd_notify), compose (the one 
              root), supervisor, sdnotify, instance (one marshal per state directory)
 publish/     how a worker shows itself: gate (whether to serve), dns/ (SRV and A records),
              http/ (the API, its limits), metrics, boot/ (root=sbps-s3:... parameters)
-reconcile/   the loop: loop (triggers, passes, snapshot), desired, plan and plan_access
-             (pure), apply, lifecycle, adoption, serving, status, failures
+reconcile/   the loop: loop (triggers, passes, snapshot), commands, gather, desired, plan
+             and plan_access (pure), apply, effects, staging, lifecycle, adoption, serving,
+             status, failures
 sources/     what comes from IMS and the bucket: s3 (the client), catalog/, stager/ (the
              verified cache), claims/ (LUN ids every worker agrees on)
 target/      the target: the backend protocol, factory, lio/ (rtslib, configfs), tgt/

@@ -13,17 +13,20 @@ from typing import Any
 
 from sbps.cli._api import add_common, api, dump
 from sbps.cli.image import add_image_command
+from sbps.reconcile.commands import ImageAction
 
-ACTIONS = {"hold": "never retire this image's LUN until released",
-           "release": "undo hold",
-           "retire-now": "remove a retiring image's LUN now, even if it is still read",
-           "promote": "serve a re-uploaded PE image's new content (the old LUN goes first)"}
+ACTIONS = {ImageAction.HOLD: "never retire this image's LUN until released",
+           ImageAction.RELEASE: "undo hold",
+           ImageAction.RETIRE_NOW: "remove a retiring image's LUN now, even if it is still "
+                                   "read",
+           ImageAction.PROMOTE: "serve a re-uploaded PE image's new content (the old LUN "
+                                "goes first)"}
 
 
 def register(sub: Any) -> None:
     """Join the ``image`` group that ``sbps.cli.image`` owns."""
     for action, text in ACTIONS.items():
-        add_image_command(sub, action, functools.partial(_add, action, text))
+        add_image_command(sub, action.value, functools.partial(_add, action.value, text))
 
 
 def _add(action: str, text: str, isub: Any) -> None:
@@ -37,7 +40,7 @@ def _act(args: argparse.Namespace) -> int:
     _, doc = api(args).call("POST", f"/v1/images/{args.key}/{args.action}", admin=True)
     if args.json:
         print(dump(doc))
-    elif args.action == "promote":
+    elif args.action == ImageAction.PROMOTE.value:
         print(f"image {doc['key']}: promoted to etag {doc['etag']}; pass {doc['pass']} "
               "removes the old LUN, then the new version is staged and exported")
     else:

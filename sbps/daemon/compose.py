@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,14 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from sbps import __version__
-from sbps.config import Loaded
+from sbps.config import Config, Loaded
 from sbps.config.choices import AccessMode, Allocation
 from sbps.config.render import as_dict
 from sbps.core.errors import ConfigError
 from sbps.core.identity import target_iqn
-from sbps.core.interfaces import Gate, Registrar
+from sbps.core.interfaces import Catalog as CatalogPort
+from sbps.core.interfaces import Claims, Gate, Registrar
+from sbps.core.interfaces import Stager as StagerPort
 from sbps.core.rejections import Rejections
 from sbps.daemon.supervisor import Supervisor
 from sbps.publish.dns import make_registrar
@@ -35,7 +38,16 @@ from sbps.publish.http.limits import Limits, LimitsCollector
 from sbps.publish.http.serve import run_http
 from sbps.publish.http.source import StatusSource
 from sbps.publish.metrics import CacheStats, SbpsCollector, StagingStats
-from sbps.reconcile.loop import Reconciler
+from sbps.reconcile.adoption import Adoption
+from sbps.reconcile.commands import ImageLevers
+from sbps.reconcile.desired import DesiredState
+from sbps.reconcile.effects import Threads
+from sbps.reconcile.failures import PassFailures
+from sbps.reconcile.gather import Gather, GatherSettings, parse_portals
+from sbps.reconcile.lifecycle import Lifecycle
+from sbps.reconcile.loop import Parts, Reconciler
+from sbps.reconcile.serving import Serving
+from sbps.reconcile.staging import BackgroundStaging
 from sbps.sources.catalog import Catalog, ImsClient, make_auth
 from sbps.sources.claims import ClaimRegistry, Settings, journal_path
 from sbps.sources.claims.probe import StoreCheck, Verdict
@@ -63,6 +75,7 @@ class Components:
     registrar: Registrar
     reconciler: Reconciler
     rejections: Rejections
+    access: AccessSource
 
     async def close(self) -> None:
         await self.reconciler.close()
@@ -106,13 +119,47 @@ async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
     if cfg.stage.rehash_on_start:
         supervisor.start("rehash", stager.rehash_all(), oneshot=True)
     registrar = make_registrar(cfg, hostname, rejections)
-    reconciler = Reconciler(cfg, iqn, catalog=catalog, stager=stager, claims=claims,
-                            backend=backend, gate=make_gate(cfg.node, hostname, rejections),
-                            registrar=registrar, access=AccessSource(cfg.target, rejections))
+    gate = make_gate(cfg.node, hostname, rejections)
+    access_source = AccessSource(cfg.target, rejections)
+    reconciler = make_reconciler(cfg, iqn, catalog=catalog, stager=stager, claims=claims,
+                                 backend=backend, gate=gate, registrar=registrar,
+                                 access=access_source, clock=time.time)
     c = Components(loaded, hostname, s3, ims, catalog, stager, claims, backend,
-                   reconciler.gate, registrar, reconciler, rejections)
+                   gate, registrar, reconciler, rejections, access_source)
     start_http(c, supervisor)
     return c
+
+
+def make_reconciler(cfg: Config, iqn: str, *, catalog: CatalogPort, stager: StagerPort,
+                    claims: Claims, backend: TargetBackend, gate: Gate, registrar: Registrar,
+                    access: AccessSource, clock: Callable[[], float]) -> Reconciler:
+    """The loop and its parts (lifecycle, desired state, serving, adoption, staging, the
+    plan input), wired from the configuration; the tests build theirs here too, with fakes
+    of the components and a fake clock."""
+    rc = cfg.reconcile
+    threads = Threads()
+    lifecycle = Lifecycle(clock, rc.backoff_initial, rc.backoff_max)
+    staging = BackgroundStaging(stager, lifecycle)
+    adoption = Adoption(rc.state_dir, cfg.stage.cache_dir,
+                        keep_backing=cfg.target.adopt_keep_backing,
+                        quiet=min(rc.retire_grace, 300.0), clock=clock)
+    settings = GatherSettings(cfg.stage.cache_dir,
+                              parse_portals(cfg.target.portals, cfg.target.port),
+                              rc.retire_grace, rc.retire_max_wait)
+    # Closing waits a DNS TTL (at most ten minutes) unless a drain delay is configured.
+    drain_delay = rc.drain_delay if rc.drain_delay >= 0 else min(float(cfg.dns.ttl), 600.0)
+    parts = Parts(
+        catalog=catalog, claims=claims, backend=backend, lifecycle=lifecycle,
+        desired=DesiredState(catalog, claims, lifecycle,
+                             empty_catalog_passes=rc.empty_catalog_passes, on_io=threads.io),
+        serving=Serving(gate, registrar, drain_delay=drain_delay, clock=clock,
+                        drain_file=Path(rc.state_dir) / "drained"),
+        gather=Gather(settings, stager=stager, claims=claims, backend=backend,
+                      adoption=adoption, access=access, lifecycle=lifecycle,
+                      staging=staging, threads=threads),
+        staging=staging, levers=ImageLevers(lifecycle), threads=threads,
+        failures=PassFailures(min(rc.backoff_initial, rc.interval), rc.interval))
+    return Reconciler(parts, iqn=iqn, interval=rc.interval, clock=clock)
 
 
 def _staging_stats(stager: Stager) -> StagingStats:
@@ -153,11 +200,11 @@ def _secret(path: str) -> str | None:
     return secret
 
 
-def _allowed(r: Reconciler) -> Callable[[str | None, str | None], bool]:
+def _allowed(source: AccessSource) -> Callable[[str | None, str | None], bool]:
     """The catalog view of one initiator, under the access policy the passes use (its
     ``last`` policy reads no file, so this is safe on the event loop)."""
     def allowed(tenant: str | None, initiator: str | None) -> bool:
-        policy = r.access.last
+        policy = source.last
         return access.allowed(policy, tenant, initiator)
     return allowed
 
@@ -186,7 +233,7 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
                     boot=boot, claims_held=c.claims.held,
                     store_refused=_store_refused(c.claims),
                     notify_secret=_secret(cfg.reconcile.notify_secret_file),
-                    allowed=_allowed(r) if cfg.target.access is AccessMode.ACL else None,
+                    allowed=_allowed(c.access) if cfg.target.access is AccessMode.ACL else None,
                     limits=limits)
     supervisor.start("http", run_http(cfg.http, make_app(deps), cfg.reconcile.state_dir,
                                       started=lambda port: log.info(

@@ -164,7 +164,7 @@ class Daemon:
     async def _once(self, c: Components) -> int:
         for _ in range(20):
             status = await c.reconciler.run_pass()
-            await c.reconciler.staging_idle()
+            await c.reconciler.staging.idle()
             status = await c.reconciler.run_pass()
             pending = [s for s in status.images if s.state in
                        (ImageState.DISCOVERED, ImageState.STAGING, ImageState.STAGED)]

@@ -1,17 +1,15 @@
-"""The reconcile loop: triggers, passes, staging in the background, and the status snapshot.
+"""The reconcile loop: triggers, passes as named steps, commands, the status snapshot.
 
-Owns scheduling (interval, manual and notification triggers, coalesced so that never two
-passes run at once and a trigger during a pass causes exactly one more), the pass itself
-(catalog -> desired, backend -> actual, plan, apply), the node gate and DNS sequencing, and
-the status snapshot, replaced atomically after each pass so readers need no lock.
+Owns scheduling (interval, manual and notification triggers, coalesced: never two passes
+at once, and a trigger during a pass causes exactly one more), the pass (what is wanted,
+whether to serve, converge: read, gather, plan, apply; observe; DNS; publish), the admin
+commands and the snapshot, replaced atomically so readers need no lock. Must not build
+its parts: ``sbps.daemon.compose`` does, and gives them in ``Parts``.
 
-Never removes on doubt: a degraded catalog keeps the last known good images, and a catalog
-that suddenly comes back empty is treated as an outage for ``empty_catalog_passes``.
-
-A bug fails its pass, never the loop or the process (safety invariant 10): anything but
-an SbpsError that escapes a pass becomes a failed pass in the status (``Status.bug``,
-logged once with its traceback by ``failures.PassFailures``), and the next pass follows
-after a backoff. A staging task that fails with a bug fails its image the same way.
+Never removes on doubt (``desired``). A bug fails its pass, never the loop or the process
+(safety invariant 10): anything but an SbpsError that escapes a pass is a failed pass in
+the status (``Status.bug``, logged once by ``failures.PassFailures``), and the next pass
+follows after a backoff. A staging task that fails with a bug fails its image the same way.
 """
 
 from __future__ import annotations
@@ -21,72 +19,82 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from pathlib import Path
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, replace
 
-from sbps.config import Config
-from sbps.core.actions import Action, ClaimLun, Plan, ReleaseClaim
+from sbps.core.actions import ClaimLun, Plan
 from sbps.core.errors import InputError, SbpsError
-from sbps.core.interfaces import Catalog, Claims, Gate, Registrar, Stager
-from sbps.core.model import DesiredImage, ImageKind
-from sbps.core.target_state import Portal, TargetState
-from sbps.reconcile.adoption import Adoption
+from sbps.core.interfaces import Catalog, CatalogResult, Claims
+from sbps.core.model import DesiredImage
+from sbps.core.target_state import TargetState
 from sbps.reconcile.apply import Report, apply
+from sbps.reconcile.commands import ImageAction, ImageLevers, Lever, Levers
 from sbps.reconcile.desired import DesiredState
+from sbps.reconcile.effects import Effects, Threads
 from sbps.reconcile.failures import PassFailures
+from sbps.reconcile.gather import Gather
 from sbps.reconcile.lifecycle import Lifecycle
 from sbps.reconcile.plan import PlanInput, plan, retiring
 from sbps.reconcile.serving import Serving
+from sbps.reconcile.staging import BackgroundStaging, backing
 from sbps.reconcile.status import Status
 from sbps.target import TargetBackend
-from sbps.target.access.files import AccessSource
 from sbps.target.access.policy import OPEN_ATTRIBUTES
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: The field's access (generated ACLs, write-protected, no CHAP); the policy's default.
 OPEN_ACCESS_ATTRIBUTES = OPEN_ATTRIBUTES
+#: Claims first, then exports: a pass plans again after claiming, at most this often.
+ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What one reconciler drives; built once by ``sbps.daemon.compose``."""
+
+    catalog: Catalog
+    claims: Claims
+    backend: TargetBackend
+    lifecycle: Lifecycle
+    desired: DesiredState
+    serving: Serving
+    gather: Gather
+    staging: BackgroundStaging
+    levers: ImageLevers
+    threads: Threads
+    failures: PassFailures
+
+
+@dataclass
+class _Pass:
+    """What the steps of one pass found so far (kept when a later step fails)."""
+
+    started: float
+    errors: list[str] = field(default_factory=list)
+    view: CatalogResult | None = None
+    serve: bool | None = None
+    target: TargetState | None = None
+    inp: PlanInput | None = None
+    plan: Plan = field(default_factory=Plan)
+    report: Report = field(default_factory=Report)
+    sessions: tuple[str, ...] = ()
+    dns_registered: bool = False
 
 
 class Reconciler:
-    def __init__(self, cfg: Config, iqn: str, *, catalog: Catalog, stager: Stager,
-                 claims: Claims, backend: TargetBackend, gate: Gate, registrar: Registrar,
-                 access: AccessSource | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.cfg = cfg
-        self.iqn = iqn
-        self.catalog, self.stager, self.claims = catalog, stager, claims
-        self.backend, self.gate, self.registrar = backend, gate, registrar
-        self.clock = clock
-        self.lifecycle = Lifecycle(clock, cfg.reconcile.backoff_initial,
-                                   cfg.reconcile.backoff_max)
-        self.status = Status(iqn=iqn, backend=backend.name)
-        self.desired = DesiredState(catalog, claims, self.lifecycle,
-                                    empty_catalog_passes=cfg.reconcile.empty_catalog_passes,
-                                    on_io=self._on_io)
-        self.access = access or AccessSource(cfg.target)
-        self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="sbps-backend")
-        self._io = ThreadPoolExecutor(8, thread_name_prefix="sbps-io")
+    def __init__(self, parts: Parts, *, iqn: str, interval: float,
+                 clock: Callable[[], float]) -> None:
+        self.iqn, self.interval, self.clock = iqn, interval, clock
+        self.catalog, self.claims, self.backend = parts.catalog, parts.claims, parts.backend
+        self.lifecycle, self.desired, self.serving = parts.lifecycle, parts.desired, parts.serving
+        self.gather, self.staging, self.threads = parts.gather, parts.staging, parts.threads
+        self.failures, self.image_levers = parts.failures, parts.levers
+        self.status = Status(iqn=iqn, backend=parts.backend.name)
         self._wake = asyncio.Event()
         self._pass_lock = asyncio.Lock()
         self._pass_done = asyncio.Condition()
         self._counters_lock = asyncio.Lock()
-        self._staging: dict[str, asyncio.Task[None]] = {}
-        self._replace: set[str] = set()
-        self.serving = Serving(gate, registrar, drain_delay=self._drain_delay(), clock=clock,
-                               drain_file=Path(cfg.reconcile.state_dir) / "drained")
-        self.adoption = Adoption(cfg.reconcile.state_dir, cfg.stage.cache_dir,
-                                 keep_backing=cfg.target.adopt_keep_backing,
-                                 quiet=min(cfg.reconcile.retire_grace, 300.0), clock=clock)
-        interval = cfg.reconcile.interval
-        self.failures = PassFailures(min(cfg.reconcile.backoff_initial, interval), interval)
-        self._portals = frozenset(_portal(p, cfg.target.port) for p in cfg.target.portals) \
-            or frozenset({Portal("0.0.0.0", cfg.target.port)})
-
-    # Triggers -----------------------------------------------------------------------
+        self._promoted: set[str] = set()
 
     def trigger(self, reason: str) -> int:
         """Ask for a pass; returns the number of the pass that will include this request."""
@@ -94,6 +102,11 @@ class Reconciler:
         self._wake.set()
         # A pass already running started before this request: the next one includes it.
         return self.status.passes + (2 if self._pass_lock.locked() else 1)
+
+    @property
+    def pending(self) -> bool:
+        """Whether a pass was asked for since the last one started."""
+        return self._wake.is_set()
 
     async def wait_for_pass(self, number: int) -> Status:
         async with self._pass_done:
@@ -108,26 +121,16 @@ class Reconciler:
             if delay := self.failures.delay():
                 await asyncio.sleep(delay)  # the last pass failed with a bug: back off
             else:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
+                # (the daemon's stop) that arrives together with a trigger.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._next_wait())
+                    async with asyncio.timeout(self._next_wait()):
+                        await self._wake.wait()
             await self.run_pass()
 
     def _next_wait(self) -> float:
-        wait = self.cfg.reconcile.interval
         left = self.serving.seconds_to_disable()
-        return min(wait, left) if left else wait
-
-    def _drain_delay(self) -> float:
-        d = self.cfg.reconcile.drain_delay
-        return d if d >= 0 else min(float(self.cfg.dns.ttl), 600.0)
-
-    # Helpers to leave the event loop -------------------------------------------------
-
-    async def _on_backend(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._backend_thread, fn, *args)
-
-    async def _on_io(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+        return min(self.interval, left) if left else self.interval
 
     # The pass ----------------------------------------------------------------------
 
@@ -146,81 +149,103 @@ class Reconciler:
         reason = self.failures.record(exc)
         self.status = replace(self.status, passes=self.status.passes + 1,
                               last_pass_at=self.clock(), errors=(reason,), bug=reason)
-        async with self._pass_done:
-            self._pass_done.notify_all()
+        await self._notify()
         return self.status
 
     async def _pass(self) -> Status:
-        started = self.clock()
-        t0 = time.monotonic()
-        errors: list[str] = []
-        view = await self.desired.update(errors)
-        desired = self.desired.images
-        serve = await self.serving.decide(errors)
-        target = None
-        sessions: tuple[str, ...] = ()
-        report = Report()
-        last_plan = Plan()
+        p, t0 = _Pass(started=self.clock()), time.monotonic()
+        p.view = await self.desired.update(p.errors)
+        p.serve = await self.serving.decide(p.errors)
         try:
-            for _ in range(3):  # claims first, then exports: at most a few rounds
-                target = await self._on_backend(self.backend.read)
-                inp = await self._plan_input(desired, target, serve)
-                last_plan = plan(inp)
-                report = await apply(last_plan, _Ports(self))
-                if not any(isinstance(a, ClaimLun) for a in last_plan.actions) or report.failed:
-                    break
-            if report.target_writes or target is None:
-                target = await self._on_backend(self.backend.read)
-            sessions = await self._on_backend(self.backend.sessions)
-            ret = retiring(replace(inp, target=target))
-            self.lifecycle.observe(desired, target, inp.staged, inp.claims, ret)
-            exported = {lun.storage_object for lun in target.luns}
-            self._replace &= exported
+            await self._converge(p, self.desired.images)
+            await self._observe(p, self.desired.images)
         except SbpsError as exc:
-            errors.append(f"target: {exc}")
+            p.errors.append(f"target: {exc}")
             log.error("reading or changing the target failed: %s", exc)
-        dns_ok = await self.serving.sync_dns(target, errors)
-        ok = not errors and not report.failed
+        p.dns_registered = await self.serving.sync_dns(p.target, p.errors)
+        return await self._publish(p, time.monotonic() - t0)
+
+    async def _converge(self, p: _Pass, desired: tuple[DesiredImage, ...]) -> None:
+        """Read, gather, plan, apply; again after claims were made, so the same pass
+        exports at the agreed ids (at most ``ROUNDS`` rounds)."""
+        effects = Effects(self.threads, self.claims, self.backend, desired=desired,
+                          stage=self._start_staging)
+        for _ in range(ROUNDS):
+            p.target = await self.threads.backend(self.backend.read)
+            p.inp = await self._plan_input(desired, p.target, p.serve)
+            p.plan = plan(p.inp)
+            p.report = await apply(p.plan, effects)
+            if p.report.failed or not any(isinstance(a, ClaimLun) for a in p.plan.actions):
+                return
+
+    async def _observe(self, p: _Pass, desired: tuple[DesiredImage, ...]) -> None:
+        """The target after the writes, its sessions, and each image's lifecycle."""
+        if p.report.target_writes or p.target is None:
+            p.target = await self.threads.backend(self.backend.read)
+        p.sessions = await self.threads.backend(self.backend.sessions)
+        assert p.inp is not None  # _converge ran at least one round
+        ret = retiring(replace(p.inp, target=p.target))
+        self.lifecycle.observe(desired, p.target, p.inp.staged, p.inp.claims, ret)
+        self._promoted &= {lun.storage_object for lun in p.target.luns}
+
+    async def _publish(self, p: _Pass, seconds: float) -> Status:
+        """Replace the snapshot (readers need no lock), log the pass, wake its waiters."""
+        ok, target, view = not p.errors and not p.report.failed, p.target, p.view
+        assert view is not None  # the first step always gives one
         self.status = replace(
-            self.status, passes=self.status.passes + 1, last_pass_at=started,
-            last_pass_seconds=time.monotonic() - t0,
-            last_success_at=started if ok else self.status.last_success_at,
+            self.status, passes=self.status.passes + 1, last_pass_at=p.started,
+            last_pass_seconds=seconds,
+            last_success_at=p.started if ok else self.status.last_success_at,
             ready=self.status.ready or target is not None, gate_open=self.serving.open,
-            serving=bool(target is not None and target.tpg_enabled) if serve is None
-            else serve, dns_registered=dns_ok,
+            serving=bool(target is not None and target.tpg_enabled) if p.serve is None
+            else p.serve, dns_registered=p.dns_registered,
             degraded=view.degraded + (("catalog_empty",) if self.desired.empty_outage
                                       else ()),
             images=self.lifecycle.status(), problems=view.problems + self.desired.pe_problems,
-            notes=last_plan.notes, target=target,
-            last_report=report, last_plan=last_plan, errors=tuple(errors),
-            sessions=sessions, bug="")
-        level = logging.INFO if report.results or errors else logging.DEBUG
+            notes=p.plan.notes, target=target, last_report=p.report, last_plan=p.plan,
+            errors=tuple(p.errors), sessions=p.sessions, bug="")
+        level = logging.INFO if p.report.results or p.errors else logging.DEBUG
         log.log(level, "pass %d finished in %.3f s: %d actions, %d failed%s",
-                self.status.passes, self.status.last_pass_seconds, len(report.results),
-                len(report.failed), f"; errors: {'; '.join(errors)}" if errors else "")
+                self.status.passes, seconds, len(p.report.results), len(p.report.failed),
+                f"; errors: {'; '.join(p.errors)}" if p.errors else "")
+        await self._notify()
+        return self.status
+
+    async def _notify(self) -> None:
         async with self._pass_done:
             self._pass_done.notify_all()
-        return self.status
+
+    async def _plan_input(self, desired: tuple[DesiredImage, ...], target: TargetState,
+                          serve: bool | None) -> PlanInput:
+        promoted = frozenset(self._promoted)
+        return await self.gather.plan_input(desired, target, serve, promoted=promoted)
+
+    def _start_staging(self, image: DesiredImage) -> None:
+        self.staging.start(image, in_use=self._in_use,
+                           staged=lambda img: self.trigger(f"staged {img.identity.name}"))
+
+    def _in_use(self) -> frozenset[str]:
+        return backing(self.status.target, self.staging.stager,
+                       excluding=frozenset(self._promoted))
 
     async def dry_run(self) -> Plan:
         """The plan a pass would apply now, without applying it."""
-        target = await self._on_backend(self.backend.read)
+        target = await self.threads.backend(self.backend.read)
         serve = self.status.serving if self.status.passes else True
         return plan(await self._plan_input(self.desired.images, target, serve))
 
     async def refresh_counters(self) -> Status:
-        """The status with every LUN's I/O counters read after this call was made (for
-        /metrics and /debug/state), so a scrape counts every read that finished before it.
-        Concurrent callers share one reading: a reading that started after a caller asked
-        serves it too. A pass reads only the counters it decides on (retiring and adopted
-        LUNs)."""
+        """The status with every LUN's counters read after this call (for /metrics and
+        /debug/state: a scrape counts every read finished before it). Concurrent callers
+        share a reading that started after they asked. Passes read only the counters they
+        decide on (retiring and adopted LUNs)."""
         asked = self.clock()
         async with self._counters_lock:
             at = self.status.stats_at
             if at is None or at < asked:
                 now = self.clock()
                 try:
-                    stats = await self._on_backend(self.backend.stats, None)
+                    stats = await self.threads.backend(self.backend.stats, None)
                 except Exception as exc:  # a scrape must not fail on a bug
                     log.warning("reading the LUN counters failed: %s", exc,
                                 exc_info=not isinstance(exc, SbpsError))
@@ -228,146 +253,47 @@ class Reconciler:
                     self.status = replace(self.status, stats=stats, stats_at=now)
         return self.status
 
-    def drain(self, on: bool) -> None:
-        self.serving.drain(on)
-
     async def sessions(self) -> tuple[str, ...]:
-        return await self._on_backend(self.backend.sessions)
+        return await self.threads.backend(self.backend.sessions)
 
-    async def promote(self, key: str) -> DesiredImage:
+    # Commands (sbps.publish.http.deps.Control) -------------------------------------------
+
+    def levers(self) -> Levers:
+        return self.image_levers.current()
+
+    def hold(self, key: str) -> Lever:
+        return self._command(ImageAction.HOLD, key)
+
+    def release(self, key: str) -> Lever:
+        return self._command(ImageAction.RELEASE, key)
+
+    def retire_now(self, key: str) -> Lever:
+        return self._command(ImageAction.RETIRE_NOW, key)
+
+    def _command(self, action: ImageAction, key: str) -> Lever:
+        self.image_levers.command(action, key, self.status)
+        number = self.trigger(f"{action.value} {key} requested")
+        return self.image_levers.lever(key, action, number)
+
+    async def promote(self, key: str) -> Lever:
         """Switch a changed PE image to its new content: the claim takes the new etag and
         the old export is removed before the new one is created at the same LUN id."""
         images = await self.catalog.scan()
-        img = next((i for i in images.images
-                    if key in (i.identity.key, i.identity.name)), None)
+        img = next((i for i in images.images if key in (i.identity.key, i.identity.name)), None)
         if img is None:
             raise InputError(key, "key", "no desired image has this identity key or name",
                              code="not_found")
-        await self._on_io(self.claims.promote, img.identity, img.source.etag)
-        self._replace.add(img.identity.name)
+        await self.threads.io(self.claims.promote, img.identity, img.source.etag)
+        self._promoted.add(img.identity.name)
         self.trigger(f"promoted {img.identity.name}")
-        return img
+        lever = self.image_levers.lever(key, ImageAction.PROMOTE, self.status.passes + 1)
+        return replace(lever, etag=img.source.etag)
 
-    async def _plan_input(self, desired: tuple[DesiredImage, ...], target: TargetState,
-                          serve: bool | None) -> PlanInput:
-        staged = {}
-        for img in desired:
-            entry = self.stager.entry(img.identity.digest)
-            if entry is not None and entry.etag == img.source.etag:
-                staged[img.identity.digest] = entry.path
-        claims: dict[str, int] = {}
-        candidates: dict[str, int] = {}
-        for img in desired:
-            c = await self._on_io(self.claims.lookup, img.identity)
-            if c is not None:
-                claims[img.identity.digest] = c.lun_id
-            else:
-                candidates[img.identity.digest] = await self._on_io(self.claims.candidate,
-                                                                     img.identity)
-        # Claims this worker holds for images no longer desired, so retiring releases them.
-        for c_digest, lun_id in (await self._on_io(self.claims.held)).items():
-            claims.setdefault(c_digest, lun_id)
-        adopted = self.adoption.update(desired, target)
-        await self._on_backend(self.backend.adopt, adopted)
-        # The access policy reads its files (tenant map, CHAP): an unusable one fails the
-        # target part of the pass (ConfigError), never loosens or revokes access.
-        access, attributes = await self._on_io(self.access.current, desired)
-        base = PlanInput(desired=desired, target=target, cache_dir=self.cfg.stage.cache_dir,
-                         staged=staged, claims=claims, candidates=candidates,
-                         adopted=adopted,
-                         replace=frozenset(self._replace),
-                         blocked=self.lifecycle.blocked() | frozenset(self._staging),
-                         serve=target.tpg_enabled if serve is None else serve,
-                         portals=self._portals, attributes=attributes,
-                         access=access)
-        # Counters only of the LUNs decided on by them: retiring and adopted ones.
-        leaving = retiring(base)
-        watched = leaving | self.adoption.watched()
-        stats = await self._on_backend(self.backend.stats, [
-            lun.index for lun in target.luns if lun.storage_object in watched])
-        due = self.lifecycle.retire_due(leaving, target, stats,
-                                        self.cfg.reconcile.retire_grace,
-                                        self.cfg.reconcile.retire_max_wait)
-        return replace(base, retire_due=due, switch_backing=self.adoption.idle(target, stats))
-
-    # Background staging -----------------------------------------------------------------
-
-    def start_staging(self, image: DesiredImage) -> None:
-        digest = image.identity.digest
-        if digest in self._staging:
-            return
-        self.lifecycle.staging(image)
-        self._staging[digest] = asyncio.create_task(self._stage(image),
-                                                    name=f"stage-{image.identity.name}")
-
-    async def _stage(self, image: DesiredImage) -> None:
-        try:
-            await self.stager.stage(image, in_use=self._in_use())
-        except SbpsError as exc:
-            self.lifecycle.failed(image, exc.code, str(exc))
-        except Exception as exc:  # a bug fails this image, not the daemon
-            log.error("staging %s failed with a bug: %r", image.identity.name, exc,
-                      exc_info=exc, extra={"image": image.identity.name, "code": "bug"})
-            self.lifecycle.failed(image, "bug", f"{type(exc).__name__}: {str(exc)[:200]}")
-        else:
-            self.trigger(f"staged {image.identity.name}")
-        finally:
-            self._staging.pop(image.identity.digest, None)
-
-    def _in_use(self) -> frozenset[str]:
-        """Digests whose cache file backs an exported or retiring LUN."""
-        target = self.status.target
-        names = {so.name: so.path for so in target.storage_objects} if target else {}
-        exported = {lun.storage_object for lun in target.luns} if target else set()
-        digests = (self.stager.digest_of(path) for name, path in names.items()
-                   if name in exported and name not in self._replace)
-        return frozenset(d for d in digests if d is not None)
-
-    async def staging_idle(self) -> None:
-        while self._staging:
-            await asyncio.gather(*self._staging.values(), return_exceptions=True)
+    def drain(self, on: bool) -> int:
+        """Close (or reopen) this worker by hand; returns the pass that acts on it."""
+        self.serving.drain(on)
+        return self.trigger("drain " + ("on" if on else "off"))
 
     async def close(self) -> None:
-        for task in self._staging.values():
-            task.cancel()
-        await asyncio.gather(*self._staging.values(), return_exceptions=True)
-        self._backend_thread.shutdown(wait=True)
-        self._io.shutdown(wait=True)
-
-
-class _Ports:
-    """apply()'s view of the reconciler."""
-
-    def __init__(self, r: Reconciler) -> None:
-        self.r = r
-
-    def stage(self, image: DesiredImage) -> None:
-        self.r.start_staging(image)
-
-    async def claim(self, action: ClaimLun) -> int:
-        pe_etag = None
-        img = next((i for i in self.r.desired.images if i.identity == action.identity), None)
-        if img is not None and img.kind is ImageKind.PE:
-            pe_etag = img.source.etag
-        c = await self.r._on_io(lambda: self.r.claims.claim(
-            action.identity, preferred=action.lun_id or None, pe_etag=pe_etag))
-        return c.lun_id
-
-    async def release(self, action: ReleaseClaim) -> None:
-        await self.r._on_io(self.r.claims.release, action.digest, action.lun_id)
-
-    async def target(self, action: Action) -> None:
-        await self.r._on_backend(self.r.backend.apply, action)
-
-    async def commit(self) -> None:
-        await self.r._on_backend(self.r.backend.commit)
-
-
-def _portal(text: str, default_port: int) -> Portal:
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-        return Portal(host.rstrip("]"), int(port) if port else default_port)
-    host, sep, port = text.rpartition(":")
-    if sep and host and port.isdigit() and ":" not in host:
-        return Portal(host, int(port))
-    return Portal(text, default_port)
+        await self.staging.close()
+        self.threads.close()

@@ -5,11 +5,14 @@ with PyPI rtslib-fb 2.2.4 and, as ``/usr/bin/python3 lio_scenarios.py NAME ARGS-
 Debian's rtslib-fb 2.1.75. Each scenario returns a JSON-able result; as a script it prints
 it as the last line. With an empty control path the scenarios run on a real kernel's configfs (the realkernel
 lane), counting and failing configfs calls in-process (tests/realkernel/guest/audit_control).
-Must not: mount or unmount anything (the caller owns the emulation).
+Plans are applied by the daemon's own ``sbps.reconcile.apply.apply`` (``run``), through
+ports that drive the backend alone. Must not: mount or unmount anything (the caller owns
+the emulation).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -22,10 +25,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from configfs.control import ControlClient
 from sbps.config import TargetConfig
-from sbps.core.actions import Action, DeleteLun, DeleteStorageObject
-from sbps.core.errors import BackendError
+from sbps.core.actions import (
+    Action,
+    ClaimLun,
+    DeleteLun,
+    DeleteStorageObject,
+    Plan,
+    ReleaseClaim,
+)
+from sbps.core.errors import BackendError, PermanentError, SbpsError
 from sbps.core.model import DesiredImage, Identity, ImageKind, ObjectInfo, S3Url
 from sbps.core.target_state import Portal, TargetState
+from sbps.reconcile.apply import apply
 from sbps.reconcile.plan import PlanInput, plan
 from sbps.target.lio.backend import LioBackend
 
@@ -104,25 +115,46 @@ def plan_for(env: Env, state: TargetState, claims: dict[int, int],
     return plan(inp).actions
 
 
-def run(backend: LioBackend, actions: Sequence[Action]) -> dict[str, str]:
-    """Apply as sbps.reconcile.apply does: a failure skips that image's later actions only, and the
-    batch is committed when anything was written. Returns failed action -> error code."""
-    failed: dict[str, str] = {}
-    bad_subjects: set[str] = set()
-    wrote = False
-    for action in actions:
-        if action.subject and action.subject in bad_subjects:
-            continue
+class BackendPorts:
+    """``apply.Ports`` for a backend alone: the plans here hold only target actions (claims
+    agreed, images staged); a claim or staging action fails as not part of a scenario.
+    Remembers whether each failed target action's error was temporary."""
+
+    def __init__(self, backend: LioBackend) -> None:
+        self.backend = backend
+        self.temporary: dict[int, bool] = {}
+
+    def stage(self, image: DesiredImage) -> None:
+        raise PermanentError(f"staging {image.identity.name} is not part of a backend "
+                             "scenario", code="not_a_target_action")
+
+    async def claim(self, action: ClaimLun) -> int:
+        raise PermanentError("claims are agreed before a backend scenario",
+                             code="not_a_target_action")
+
+    async def release(self, action: ReleaseClaim) -> None:
+        raise PermanentError("claims are released outside a backend scenario",
+                             code="not_a_target_action")
+
+    async def target(self, action: Action) -> None:
         try:
-            backend.apply(action)
-            wrote = True
-        except BackendError as exc:
-            bad_subjects.add(action.subject)
-            failed[f"{action.kind}:{action.subject}"] = \
-                f"{'temporary' if exc.temporary else 'permanent'}: {exc}"
-    if wrote:
-        backend.commit()
-    return failed
+            self.backend.apply(action)
+        except SbpsError as exc:
+            self.temporary[id(action)] = exc.temporary
+            raise
+
+    async def commit(self) -> None:
+        self.backend.commit()
+
+
+def run(backend: LioBackend, actions: Sequence[Action]) -> dict[str, str]:
+    """Apply with sbps.reconcile.apply (a failure skips that image's later actions only, and
+    the batch is committed when anything was written). Returns failed action -> error."""
+    ports = BackendPorts(backend)
+    report = asyncio.run(apply(Plan(tuple(actions)), ports))
+    return {f"{r.action.kind}:{r.action.subject}":
+            f"{'temporary' if ports.temporary.get(id(r.action)) else 'permanent'}: "
+            f"{r.message}" for r in report.failed}
 
 
 def converge(env: Env, claims: dict[int, int], backend: LioBackend | None = None,

@@ -23,6 +23,7 @@ from sbps.publish.http.app import make_app
 from sbps.publish.http.auth import load_or_create_token
 from sbps.publish.http.deps import DEPS
 from sbps.publish.http.serve import start_http, tls_context
+from sbps.reconcile.commands import Levers
 from sbps.reconcile.lifecycle import ImageStatus
 from tests.fixtures.http_api import (
     IQN,
@@ -240,7 +241,7 @@ async def test_admin_endpoints_require_the_token(api: ApiServer, http: aiohttp.C
             assert r.headers["WWW-Authenticate"].startswith("Bearer")
             assert (await r.json())["error"]["code"] == "unauthorized"
     assert api.control.reasons == []  # nothing was triggered without the token
-    assert api.control.lifecycle.held == set()
+    assert api.control.levers().held == frozenset()
 
 
 async def test_token_file_is_created_0600_and_reused(tmp_path: Path) -> None:
@@ -267,7 +268,7 @@ async def test_configured_token_file_must_exist(tmp_path: Path) -> None:
 
 
 async def test_debug_endpoints(api: ApiServer, http: aiohttp.ClientSession) -> None:
-    api.control.lifecycle.held.add(A.identity.name)
+    api.control.hold(A.identity.name)
     async with http.get(f"{api.url}/debug/state", headers=auth(api)) as r:
         state = await r.json()
     assert state["held"] == [A.identity.name] and state["claims"] == {"ab" * 28: 7}
@@ -313,11 +314,11 @@ async def test_reconcile_trigger_and_wait(api: ApiServer, http: aiohttp.ClientSe
 
 
 async def test_hold_release_retire_now(api: ApiServer, http: aiohttp.ClientSession) -> None:
-    lc = api.control.lifecycle
+    control = api.control
     url = f"{api.url}/v1/images"
     async with http.post(f"{url}/{D.identity.name}/hold", headers=auth(api)) as r:
         assert r.status == 202 and (await r.json())["held"] is True
-    assert lc.held == {D.identity.name}
+    assert control.levers().held == {D.identity.name}
     async with http.post(f"{url}/{D.identity.name}/retire-now", headers=auth(api)) as r:
         assert r.status == 409  # held
     async with http.post(f"{url}/{D.identity.name}/release", headers=auth(api)) as r:
@@ -327,7 +328,7 @@ async def test_hold_release_retire_now(api: ApiServer, http: aiohttp.ClientSessi
         assert "not retiring" in (await r.json())["error"]["message"]
     async with http.post(f"{url}/{D.identity.name}/retire-now", headers=auth(api)) as r:
         assert r.status == 202 and (await r.json())["forced"] is True
-    assert lc.forced == {D.identity.name} and lc.held == set()
+    assert control.levers() == Levers(held=frozenset(), forced=frozenset({D.identity.name}))
     async with http.post(f"{url}/0123456789abcde/hold", headers=auth(api)) as r:
         assert r.status == 404
     async with http.post(f"{url}/NOT-A-KEY/hold", headers=auth(api)) as r:

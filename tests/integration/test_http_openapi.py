@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
+from sbps.reconcile.commands import ImageAction
 from tests.fixtures.http_api import ApiServer, make_status, pe, rootfs, start_api
 
 SPEC = Path(str(resources.files("sbps.publish.http").joinpath("openapi.yaml")))
@@ -57,6 +58,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
 
 def test_the_document_is_valid_openapi() -> None:
     validate(yaml.safe_load(SPEC.read_text()))
+
+
+def test_the_image_actions_are_the_commands() -> None:
+    """The route's actions in the document are exactly the reconciler's image commands."""
+    doc = yaml.safe_load(SPEC.read_text())
+    [param] = [p for p in doc["paths"]["/v1/images/{key}/{action}"]["post"]["parameters"]
+               if p["name"] == "action"]
+    assert param["schema"]["enum"] == [a.value for a in ImageAction]
 
 
 @schema.parametrize()

@@ -62,7 +62,7 @@ async def test_plan_reconcile_and_image_actions(api: ApiServer,
     assert code == 0 and "finished: ok" in out
     code, out, _ = await sbpsctl(capsys, "--config", cfg, "image", "hold", D.identity.name)
     assert code == 0 and "hold done (held: yes)" in out
-    assert api.control.lifecycle.held == {D.identity.name}
+    assert api.control.levers().held == {D.identity.name}
     code, _, err = await sbpsctl(capsys, "--config", cfg, "image", "retire-now",
                                  A.identity.name)
     assert code == 1 and "409 conflict" in err

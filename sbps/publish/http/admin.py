@@ -2,8 +2,9 @@
 
 Owns these handlers and the generic JSON rendering of internal dataclasses for /debug.
 Every handler here is registered behind the bearer token (``auth.admin``) by the route
-table in app.py. Must not change the world except through the reconciler's documented
-levers: ``trigger()`` and the lifecycle's ``held``/``forced`` sets.
+table in app.py. Must not change the world except through the reconciler's commands
+(``deps.Control``: trigger, hold, release, retire_now, promote, drain); it never touches
+the lifecycle or any other part of the loop.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from typing import Any
 from aiohttp import web
 
 from sbps.core.actions import Action, Plan
-from sbps.core.model import ImageState
+from sbps.core.errors import InputError
 from sbps.publish.http.auth import raw_bytes
 from sbps.publish.http.catalog import iso
 from sbps.publish.http.deps import DEPS, HttpDeps
 from sbps.publish.http.errors import ApiError
 from sbps.publish.http.throttle import FailureThrottle
 from sbps.reconcile.apply import Report
+from sbps.reconcile.commands import ImageAction, Lever
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ async def debug_state(request: web.Request) -> web.Response:
     claims: Mapping[str, int] | None = None
     if deps.claims_held is not None:
         claims = await asyncio.get_running_loop().run_in_executor(None, deps.claims_held)
-    lc = deps.control.lifecycle
+    levers = deps.control.levers()
     return _json({
         "iqn": st.iqn, "backend": st.backend, "passes": st.passes,
         "last_pass_at": iso(st.last_pass_at), "last_pass_seconds": st.last_pass_seconds,
@@ -99,7 +101,7 @@ async def debug_state(request: web.Request) -> web.Response:
         "problems": jsonable(st.problems), "notes": jsonable(st.notes),
         "last_plan": plan_doc(st.last_plan),
         "last_report": report_doc(st.last_report),
-        "held": sorted(lc.held), "forced": sorted(lc.forced),
+        "held": sorted(levers.held), "forced": sorted(levers.forced),
         "claims": dict(claims) if claims is not None else None,
     })
 
@@ -147,61 +149,50 @@ async def post_reconcile(request: web.Request) -> web.Response:
                   "report": report_doc(st.last_report)})
 
 
-def _known(deps: HttpDeps, key: str) -> ImageState | None:
+#: HTTP status of a refused image command, by its InputError code.
+_REFUSED = {"not_found": 404, "conflict": 409}
+
+
+def _key(key: str) -> str:
     if not _KEY_RE.match(key):
         raise ApiError(400, "invalid_parameter", "an image key is the 15 hex digits of its "
                        "product id", field="key")
-    found = deps.control.lifecycle.get(key)
-    if found is not None:
-        return found.state
-    for s in deps.control.status.images:
-        if s.name == key:
-            return s.state
-    target = deps.control.status.target
-    if target is not None and any(so.name == key for so in target.storage_objects):
-        return None
-    raise ApiError(404, "not_found", f"no image with key {key!r} on this worker", field="key")
+    return key
 
 
 async def image_action(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    key, action = request.match_info["key"], request.match_info["action"]
-    if action == "promote":
-        return await _promote(request, deps, key)
-    state = _known(deps, key)
-    lc = deps.control.lifecycle
-    if action == "hold":
-        lc.held.add(key)
-    elif action == "release":
-        lc.held.discard(key)
-    elif action == "retire-now":
-        if state is not ImageState.RETIRING:
-            now = state.value if state else "untracked"
-            raise ApiError(409, "conflict", f"image {key} is {now}, not retiring: only a "
-                           "retiring image can be retired now", field="key")
-        if key in lc.held:
-            raise ApiError(409, "conflict", f"image {key} is held; release it first",
-                           field="key")
-        lc.forced.add(key)
-    else:
-        raise ApiError(404, "not_found", f"unknown image action {action!r}", field="action")
-    log.warning("image %s: %s requested through the API", key, action,
-                extra={"backstore": key, "action": action, "peer": request.remote})
-    number = deps.control.trigger(f"{action} {key} requested through the API")
-    return _json({"key": key, "action": action, "held": key in lc.held,
-                  "forced": key in lc.forced, "pass": number}, status=202)
+    key, name = request.match_info["key"], request.match_info["action"]
+    try:
+        action = ImageAction(name)
+    except ValueError:
+        action = None
+    if action is ImageAction.PROMOTE:
+        return await _promote(request, deps, _key(key))
+    _key(key)
+    if action is None:
+        raise ApiError(404, "not_found", f"unknown image action {name!r}", field="action")
+    command = {ImageAction.HOLD: deps.control.hold, ImageAction.RELEASE: deps.control.release,
+               ImageAction.RETIRE_NOW: deps.control.retire_now}[action]
+    try:
+        lever: Lever = command(key)
+    except InputError as exc:
+        if exc.code not in _REFUSED:
+            raise
+        raise ApiError(_REFUSED[exc.code], exc.code, exc.reason, field="key") from exc
+    log.warning("image %s: %s requested through the API", key, action.value,
+                extra={"backstore": key, "action": action.value, "peer": request.remote})
+    return _json({"key": key, "action": action.value, "held": lever.held,
+                  "forced": lever.forced, "pass": lever.pass_number}, status=202)
 
 
 async def _promote(request: web.Request, deps: HttpDeps, key: str) -> web.Response:
-    """The promote lever: the reconciler resolves the key among desired images."""
-    if not _KEY_RE.match(key):
-        raise ApiError(400, "invalid_parameter", "an image key is the 15 hex digits of its "
-                       "product id", field="key")
-    img = await deps.control.promote(key)
-    log.warning("image %s: promoted to etag %s through the API", key, img.source.etag,
+    """The promote command: the reconciler resolves the key among desired images."""
+    lever = await deps.control.promote(key)
+    log.warning("image %s: promoted to etag %s through the API", key, lever.etag,
                 extra={"backstore": key, "action": "promote", "peer": request.remote})
-    return _json({"key": key, "action": "promote", "etag": img.source.etag,
-                  "pass": deps.control.status.passes + 1}, status=202)
+    return _json({"key": key, "action": "promote", "etag": lever.etag,
+                  "pass": lever.pass_number}, status=202)
 
 
 async def post_drain(request: web.Request) -> web.Response:
@@ -209,8 +200,7 @@ async def post_drain(request: web.Request) -> web.Response:
     answer once DNS is withdrawn and the target disabled. Lists connected initiators."""
     deps = request.app[DEPS]
     on = _bool_param(request, "on") if "on" in request.query else True
-    deps.control.drain(on)
-    number = deps.control.trigger("drain " + ("on" if on else "off"))
+    number = deps.control.drain(on)
     st = deps.control.status
     if _bool_param(request, "wait"):
         st = await deps.control.wait_for_pass(number)

@@ -1,8 +1,9 @@
 """What the HTTP app is given: the dependencies the daemon's composition root builds.
 
 Owns the ``HttpDeps`` dataclass and the ``Control`` protocol (the part of the reconciler
-the API drives), so the app never reaches for a global and tests can hand it a test double
-with the same shape. Must not construct any of these objects itself.
+the API drives: commands, never its state), so the app never reaches for a global and
+tests can hand it a test double with the same shape. Must not construct any of these
+objects itself.
 """
 
 from __future__ import annotations
@@ -19,17 +20,17 @@ from sbps.core.logs import set_level
 from sbps.publish.http.bootdoc import BootSettings
 from sbps.publish.http.limits import Limits
 from sbps.publish.http.source import Status, StatusSource
-from sbps.reconcile.lifecycle import Lifecycle
+from sbps.reconcile.commands import Lever, Levers
 
 
 class Control(Protocol):
-    """The reconciler as the API sees it (``sbps.reconcile.loop.Reconciler`` satisfies it)."""
+    """The reconciler as the API sees it (``sbps.reconcile.loop.Reconciler`` satisfies it).
+
+    The image commands raise ``InputError`` with code ``not_found`` or ``conflict`` (see
+    ``sbps.reconcile.commands``); each one that changes a pass triggers it and says which."""
 
     @property
     def status(self) -> Status: ...
-
-    @property
-    def lifecycle(self) -> Lifecycle: ...
 
     def trigger(self, reason: str) -> int: ...
 
@@ -37,9 +38,21 @@ class Control(Protocol):
 
     async def dry_run(self) -> Plan: ...
 
-    async def promote(self, key: str) -> Any: ...
+    def levers(self) -> Levers:
+        """The images held and forced now."""
+        ...
 
-    def drain(self, on: bool) -> None: ...
+    def hold(self, key: str) -> Lever: ...
+
+    def release(self, key: str) -> Lever: ...
+
+    def retire_now(self, key: str) -> Lever: ...
+
+    async def promote(self, key: str) -> Lever: ...
+
+    def drain(self, on: bool) -> int:
+        """Close (or reopen) this worker by hand; returns the pass that acts on it."""
+        ...
 
     async def sessions(self) -> tuple[str, ...]: ...
 
