@@ -39,11 +39,11 @@ class CatalogResult(Protocol):
     def degraded(self) -> tuple[str, ...]: ...
 
 
-class Catalog(Protocol):
+class CatalogSource(Protocol):
     async def scan(self) -> CatalogResult: ...
 
 
-class Stager(Protocol):
+class ImageCache(Protocol):
     async def stage(self, image: DesiredImage, *, in_use: Collection[str] = ()) -> CacheEntry:
         """Download and verify; never evicts a digest in ``in_use``."""
         ...

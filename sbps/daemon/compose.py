@@ -23,9 +23,7 @@ from sbps.config.choices import AccessMode, Allocation
 from sbps.config.render import as_dict
 from sbps.core.errors import ConfigError
 from sbps.core.identity import target_iqn
-from sbps.core.interfaces import Catalog as CatalogPort
-from sbps.core.interfaces import Claims, Gate, Registrar
-from sbps.core.interfaces import Stager as StagerPort
+from sbps.core.interfaces import CatalogSource, Claims, Gate, ImageCache, Registrar
 from sbps.core.rejections import Rejections
 from sbps.daemon.supervisor import Supervisor
 from sbps.publish.dns import make_registrar
@@ -130,7 +128,7 @@ async def build(loaded: Loaded, supervisor: Supervisor) -> Components:
     return c
 
 
-def make_reconciler(cfg: Config, iqn: str, *, catalog: CatalogPort, stager: StagerPort,
+def make_reconciler(cfg: Config, iqn: str, *, catalog: CatalogSource, stager: ImageCache,
                     claims: Claims, backend: TargetBackend, gate: Gate, registrar: Registrar,
                     access: AccessSource, clock: Callable[[], float]) -> Reconciler:
     """The loop and its parts (lifecycle, desired state, serving, adoption, staging, the

@@ -29,7 +29,7 @@ _SKIP = re.compile(r"(\.hmac|\.sig|\.old|rescue.*|kdump.*|\.bak)$")
 
 
 @dataclass(frozen=True)
-class Finding:
+class CheckFinding:
     key: str
     level: int
     title: str
@@ -57,12 +57,12 @@ class CheckReport:
     distro: str
     family: str
     package_dbs: tuple[dict[str, Any], ...]
-    findings: tuple[Finding, ...]
+    findings: tuple[CheckFinding, ...]
     boot_kernel: str = ""
     boot_initrd: str = ""
     notes: tuple[str, ...] = field(default=())
 
-    def missing_required(self) -> list[Finding]:
+    def missing_required(self) -> list[CheckFinding]:
         return [f for f in self.findings if f.required and f.status == "missing"]
 
     def level_status(self, level: int) -> str:
@@ -143,26 +143,26 @@ def _install_hint(req: Requirement, family: str) -> str:
 
 
 def _requirement(req: Requirement, view: RootView, installed: frozenset[str],
-                 have_db: bool, family: str) -> Finding:
+                 have_db: bool, family: str) -> CheckFinding:
     pkg = next((p for p in req.packages if p in installed), None)
     if pkg:
-        return Finding(req.key, req.level, req.title, "ok", f"package {pkg}")
+        return CheckFinding(req.key, req.level, req.title, "ok", f"package {pkg}")
     files = _file_evidence(view, req.files) if req.files else None
     if files:
         why = " (not in the package database)" if have_db else ""
-        return Finding(req.key, req.level, req.title, "ok", f"files {files}{why}")
-    return Finding(req.key, req.level, req.title, "missing", hint=_install_hint(req, family))
+        return CheckFinding(req.key, req.level, req.title, "ok", f"files {files}{why}")
+    return CheckFinding(req.key, req.level, req.title, "missing", hint=_install_hint(req, family))
 
 
-def _service(svc: Service, view: RootView) -> Finding:
+def _service(svc: Service, view: RootView) -> CheckFinding:
     for unit_dir in requirements.UNIT_DIRS:
         for sub in view.entries(unit_dir):
             if not sub.endswith((".wants", ".requires")):
                 continue
             for unit in svc.units:
                 if view.kind(f"{view.resolve(unit_dir)}/{sub}/{unit}") is not None:
-                    return Finding(svc.key, 1, svc.title, "ok", f"/{unit_dir}/{sub}/{unit}")
-    return Finding(svc.key, 1, svc.title, "missing", hint=svc.hint)
+                    return CheckFinding(svc.key, 1, svc.title, "ok", f"/{unit_dir}/{sub}/{unit}")
+    return CheckFinding(svc.key, 1, svc.title, "missing", hint=svc.hint)
 
 
 def _boot_file(view: RootView, pattern: re.Pattern[str]) -> str:
@@ -208,13 +208,13 @@ def run(view: RootView, artifacts: Artifacts = Artifacts()) -> CheckReport:
     dbs = pkgdb.read_all(view)
     installed = frozenset().union(*(d.names for d in dbs)) if dbs else frozenset()
     have_db = any(not d.error for d in dbs)
-    findings: list[Finding] = []
+    findings: list[CheckFinding] = []
     notes: list[str] = []
     kernel = artifacts.kernel or _boot_file(view, _KERNEL_RE)
     initrd_label = artifacts.initrd or _boot_file(view, _INITRD_RE)
-    findings.append(Finding("kernel", 1, "kernel", "ok" if kernel else "missing", kernel,
+    findings.append(CheckFinding("kernel", 1, "kernel", "ok" if kernel else "missing", kernel,
                             "" if kernel else "give --kernel or install a kernel in /boot"))
-    findings.append(Finding("initrd", 1, "initrd (dracut)", "ok" if initrd_label else
+    findings.append(CheckFinding("initrd", 1, "initrd (dracut)", "ok" if initrd_label else
                             "missing", initrd_label, "" if initrd_label else
                             "give --initrd or build one with dracut in /boot"))
     for req in requirements.BOOT:
@@ -222,7 +222,7 @@ def run(view: RootView, artifacts: Artifacts = Artifacts()) -> CheckReport:
         if req is requirements.SBPS_DRACUT:
             modules = _dracut_modules(view)
             if modules:
-                found = Finding(req.key, 1, req.title, "ok", ", ".join(
+                found = CheckFinding(req.key, 1, req.title, "ok", ", ".join(
                     [found.evidence] * (found.status == "ok") + modules))
         findings.append(found)
         if req is requirements.MULTIPATH:
@@ -232,7 +232,7 @@ def run(view: RootView, artifacts: Artifacts = Artifacts()) -> CheckReport:
     if initrd_file is not None:
         says = initrd_scan.mentions(initrd_file, requirements.SBPS_PROTOCOL)
         status = {True: "ok", False: "missing", None: "unknown"}[says]
-        findings.append(Finding("initrd-sbps", 1, "initrd handles root=sbps-s3", status,
+        findings.append(CheckFinding("initrd-sbps", 1, "initrd handles root=sbps-s3", status,
                                 initrd_label if says else "",
                                 {False: "rebuild the initrd with dracut after installing "
                                  "csm-sbps-dracut", None: "cannot decompress the initrd "

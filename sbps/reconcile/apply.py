@@ -1,9 +1,9 @@
-"""Applying a plan: runs each action through the ports that own it, and reports per action.
+"""Applying a plan: runs each action through the effects that own it, and reports per action.
 
 Owns execution order and failure isolation only: a failed action skips the later actions of
 the same subject (one image) and nothing else; every result is logged once with its
 reason. Must not decide what to do (that is plan()) and must not call blocking code on the
-event loop: the ports run the backend, claims and S3 in their own threads.
+event loop: the effects run the backend, claims and S3 in their own threads.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sbps.core.model import DesiredImage
 log = logging.getLogger(__name__)
 
 
-class Ports(Protocol):
+class Effects(Protocol):
     """What apply() drives. The reconciler provides the implementation."""
 
     def stage(self, image: DesiredImage) -> None:
@@ -67,7 +67,7 @@ class Report:
         return sum(1 for r in self.results if r.ok and isinstance(r.action, TargetAction))
 
 
-async def apply(plan: Plan, ports: Ports) -> Report:
+async def apply(plan: Plan, effects: Effects) -> Report:
     results: list[Result] = []
     failed_subjects: set[str] = set()
     wrote = False
@@ -79,13 +79,13 @@ async def apply(plan: Plan, ports: Ports) -> Report:
         started = time.monotonic()
         try:
             if isinstance(action, StageImage):
-                ports.stage(action.image)
+                effects.stage(action.image)
             elif isinstance(action, ClaimLun):
-                await ports.claim(action)
+                await effects.claim(action)
             elif isinstance(action, ReleaseClaim):
-                await ports.release(action)
+                await effects.release(action)
             elif isinstance(action, TargetAction):
-                await ports.target(action)
+                await effects.target(action)
                 wrote = True
             else:
                 raise PermanentError(f"{action.kind} is not an action apply() knows")
@@ -104,7 +104,7 @@ async def apply(plan: Plan, ports: Ports) -> Report:
     if wrote:
         started = time.monotonic()
         try:
-            await ports.commit()
+            await effects.commit()
         except SbpsError as exc:
             log.error("saving the target configuration failed: %s", exc)
             results.append(Result(_COMMIT, ok=False, code=exc.code, message=str(exc),

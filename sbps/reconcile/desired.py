@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sbps.core.errors import SbpsError
-from sbps.core.interfaces import Catalog, CatalogResult, CatalogView, Claims
+from sbps.core.interfaces import CatalogResult, CatalogSource, CatalogView, Claims
 from sbps.core.model import DesiredImage, ImageKind, Problem
 from sbps.reconcile.lifecycle import Lifecycle
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class DesiredState:
-    def __init__(self, catalog: Catalog, claims: Claims, lifecycle: Lifecycle, *,
+    def __init__(self, catalog: CatalogSource, claims: Claims, lifecycle: Lifecycle, *,
                  empty_catalog_passes: int,
                  on_io: Callable[..., Awaitable[Any]]) -> None:
         self.catalog, self.claims, self.lifecycle = catalog, claims, lifecycle

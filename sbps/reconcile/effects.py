@@ -1,8 +1,8 @@
 """Where the loop's blocking work runs, and apply()'s hands: the backend thread, the I/O
-pool, and the ``apply.Ports`` implementation over them.
+pool, and the ``apply.Effects`` implementation over them.
 
 Owns two executors (one thread for the target backend, which must see one writer at a
-time; a small pool for the claims and the journal) and ``Effects``, which runs each kind of
+time; a small pool for the claims and the journal) and ``LoopEffects``, which runs each kind of
 action through the component that owns it. Must not decide anything: what to do is plan(),
 in what order and with what isolation is apply().
 """
@@ -40,8 +40,8 @@ class Threads:
         self._io.shutdown(wait=True)
 
 
-class Effects:
-    """apply()'s view of the world (``sbps.reconcile.apply.Ports``): staging starts in the
+class LoopEffects:
+    """apply()'s view of the world (``sbps.reconcile.apply.Effects``): staging starts in the
     background, claims run in the I/O pool, target actions on the backend's thread."""
 
     def __init__(self, threads: Threads, claims: Claims, backend: TargetBackend, *,

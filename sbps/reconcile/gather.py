@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from sbps.core.interfaces import Claims, Stager
+from sbps.core.interfaces import Claims, ImageCache
 from sbps.core.model import DesiredImage
 from sbps.core.target_state import Portal, TargetState
 from sbps.reconcile.adoption import Adoption
@@ -34,7 +34,7 @@ class GatherSettings:
 
 
 class Gather:
-    def __init__(self, settings: GatherSettings, *, stager: Stager, claims: Claims,
+    def __init__(self, settings: GatherSettings, *, stager: ImageCache, claims: Claims,
                  backend: TargetBackend, adoption: Adoption, access: AccessSource,
                  lifecycle: Lifecycle, staging: BackgroundStaging, threads: Threads) -> None:
         self.settings = settings

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field, replace
 
 from sbps.core.actions import ClaimLun, Plan
 from sbps.core.errors import InputError, SbpsError
-from sbps.core.interfaces import Catalog, CatalogResult, Claims
+from sbps.core.interfaces import CatalogResult, CatalogSource, Claims
 from sbps.core.model import DesiredImage
 from sbps.core.target_state import TargetState
 from sbps.reconcile.apply import Report, apply
 from sbps.reconcile.commands import ImageAction, ImageLevers, Lever, Levers
 from sbps.reconcile.desired import DesiredState
-from sbps.reconcile.effects import Effects, Threads
+from sbps.reconcile.effects import LoopEffects, Threads
 from sbps.reconcile.failures import PassFailures
 from sbps.reconcile.gather import Gather
 from sbps.reconcile.lifecycle import Lifecycle
@@ -52,7 +52,7 @@ ROUNDS = 3
 class Parts:
     """What one reconciler drives; built once by ``sbps.daemon.compose``."""
 
-    catalog: Catalog
+    catalog: CatalogSource
     claims: Claims
     backend: TargetBackend
     lifecycle: Lifecycle
@@ -168,7 +168,7 @@ class Reconciler:
     async def _converge(self, p: _Pass, desired: tuple[DesiredImage, ...]) -> None:
         """Read, gather, plan, apply; again after claims were made, so the same pass
         exports at the agreed ids (at most ``ROUNDS`` rounds)."""
-        effects = Effects(self.threads, self.claims, self.backend, desired=desired,
+        effects = LoopEffects(self.threads, self.claims, self.backend, desired=desired,
                           stage=self._start_staging)
         for _ in range(ROUNDS):
             p.target = await self.threads.backend(self.backend.read)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Collection
 
 from sbps.core.errors import SbpsError
-from sbps.core.interfaces import Stager
+from sbps.core.interfaces import ImageCache
 from sbps.core.model import DesiredImage
 from sbps.core.target_state import TargetState
 from sbps.reconcile.lifecycle import Lifecycle
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class BackgroundStaging:
-    def __init__(self, stager: Stager, lifecycle: Lifecycle) -> None:
+    def __init__(self, stager: ImageCache, lifecycle: Lifecycle) -> None:
         self.stager, self.lifecycle = stager, lifecycle
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -68,7 +68,7 @@ class BackgroundStaging:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
 
-def backing(target: TargetState | None, stager: Stager, *,
+def backing(target: TargetState | None, stager: ImageCache, *,
             excluding: frozenset[str]) -> frozenset[str]:
     """Digests whose cache file backs an exported or retiring LUN of ``target`` (the
     backstores named in ``excluding`` aside): staging must not evict them. The stager says

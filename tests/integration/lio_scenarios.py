@@ -116,7 +116,7 @@ def plan_for(env: Env, state: TargetState, claims: dict[int, int],
 
 
 class BackendPorts:
-    """``apply.Ports`` for a backend alone: the plans here hold only target actions (claims
+    """``apply.Effects`` for a backend alone: the plans here hold only target actions (claims
     agreed, images staged); a claim or staging action fails as not part of a scenario.
     Remembers whether each failed target action's error was temporary."""
 

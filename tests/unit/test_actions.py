@@ -122,7 +122,7 @@ def test_backends_refuse_what_is_not_a_target_action(action: Action, tmp_path: P
 
 
 @dataclass
-class Ports:
+class Effects:
     """apply()'s ports, recording what reached each."""
 
     seen: list[str]
@@ -150,7 +150,7 @@ class Unknown(Action):
 
 
 def test_apply_sends_target_actions_to_the_target_and_counts_them_as_writes() -> None:
-    ports = Ports([])
+    ports = Effects([])
     plan = Plan((*NOT_TARGET, CreateTarget("iqn.t", reason="t"),
                  Unknown(reason="t", subject="img"), DeleteLun(3, reason="t", subject="img")))
     report = asyncio.run(apply(plan, ports))  # type: ignore[arg-type]

@@ -61,7 +61,7 @@ def debian_tree(root: Path) -> Path:
     return root
 
 
-def by_key(report: check.CheckReport) -> dict[str, check.Finding]:
+def by_key(report: check.CheckReport) -> dict[str, check.CheckFinding]:
     return {f.key: f for f in report.findings}
 
 

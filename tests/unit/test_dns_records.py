@@ -14,7 +14,7 @@ from sbps.core.errors import ConfigError, InputError, UpstreamTemporaryError
 from sbps.core.interfaces import NoDns
 from sbps.publish.dns import PdnsRegistrar, Rfc2136Registrar, make_registrar, records, tsig
 from sbps.publish.dns.addresses import interface_address, network_addresses
-from sbps.publish.dns.records import Ownership
+from sbps.publish.dns.records import RecordOwnership
 
 SECRET = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -64,23 +64,23 @@ def test_portal_port_of_the_network_address() -> None:
 
 
 @pytest.mark.parametrize(("a", "txt", "expected"), [
-    (set(), set(), Ownership.FREE),
-    (set(), {"unrelated"}, Ownership.FREE),
-    ({"10.1.0.9"}, {"sbps-owner=ncn-w001"}, Ownership.OURS),
-    ({"10.1.0.1"}, set(), Ownership.ADOPTABLE),
-    ({"10.1.0.9"}, set(), Ownership.FOREIGN),
-    ({"10.1.0.1"}, {"sbps-owner=ncn-w002"}, Ownership.FOREIGN),
-    (set(), {"sbps-owner=ncn-w002"}, Ownership.FOREIGN),
-    ({"10.1.0.1"}, {"sbps-owner=ncn-w001", "sbps-owner=ncn-w002"}, Ownership.FOREIGN),
+    (set(), set(), RecordOwnership.FREE),
+    (set(), {"unrelated"}, RecordOwnership.FREE),
+    ({"10.1.0.9"}, {"sbps-owner=ncn-w001"}, RecordOwnership.OURS),
+    ({"10.1.0.1"}, set(), RecordOwnership.ADOPTABLE),
+    ({"10.1.0.9"}, set(), RecordOwnership.FOREIGN),
+    ({"10.1.0.1"}, {"sbps-owner=ncn-w002"}, RecordOwnership.FOREIGN),
+    (set(), {"sbps-owner=ncn-w002"}, RecordOwnership.FOREIGN),
+    ({"10.1.0.1"}, {"sbps-owner=ncn-w001", "sbps-owner=ncn-w002"}, RecordOwnership.FOREIGN),
 ])
-def test_ownership(a: set[str], txt: set[str], expected: Ownership) -> None:
+def test_ownership(a: set[str], txt: set[str], expected: RecordOwnership) -> None:
     rec = records.desired(cfg(networks=("hsn",)), "ncn-w001", {"hsn": "10.1.0.1"})[0]
     assert records.ownership(rec, a, txt) is expected
 
 
 def test_an_unmarked_record_is_never_adoptable_without_an_address() -> None:
     rec = records.desired(cfg(networks=("hsn",)), "ncn-w001")[0]
-    assert records.ownership(rec, {"10.1.0.1"}, set()) is Ownership.FOREIGN
+    assert records.ownership(rec, {"10.1.0.1"}, set()) is RecordOwnership.FOREIGN
 
 
 def test_srv_entry_is_ours_by_target() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from sbps.config import load
 from sbps.core.errors import ConfigError
-from sbps.target.tgt.mapping import Counters, acl_args, attributes, lun_name, marked
+from sbps.target.tgt.mapping import SessionCounters, acl_args, attributes, lun_name, marked
 from sbps.target.tgt.tgtadm import StatRow, TgtLun, parse_portals, parse_show, parse_stat
 
 SHOW = """\
@@ -118,7 +118,7 @@ def test_marks_names_attributes_and_acl_arguments() -> None:
 def test_counters_never_fall_when_a_session_logs_out() -> None:
     first, _ = parse_show(SHOW)
     luns = (first.luns[1],)
-    c = Counters()
+    c = SessionCounters()
     assert c.update(parse_stat(STAT), luns)[17].read_bytes == 12288
     only_sid_3 = tuple(r for r in parse_stat(STAT) if r.sid == 3)
     assert c.update(only_sid_3, luns)[17].read_bytes == 12288

@@ -29,7 +29,7 @@ from sbps.core.errors import InputError, UpstreamPermanentError, UpstreamTempora
 from sbps.core.rejections import Rejections
 from sbps.publish.dns import records
 from sbps.publish.dns.addresses import network_addresses
-from sbps.publish.dns.records import NetRecords, Ownership
+from sbps.publish.dns.records import NetRecords, RecordOwnership
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ class PdnsRegistrar:
             a_rr, txt_rr = rr.get((rec.host.lower(), "A")), rr.get((rec.host.lower(), "TXT"))
             a, txt = _contents(a_rr, "A"), _contents(txt_rr, "TXT")
             own = records.ownership(rec, set(a), _txt_strings(txt))
-            if own is Ownership.FOREIGN:
+            if own is RecordOwnership.FOREIGN:
                 problems.append(f"{rec.host} (network {rec.net}) is owned by someone else "
                                 f"(A {sorted(a)}, TXT {sorted(txt)}); left alone")
                 return False
@@ -273,7 +273,7 @@ class PdnsRegistrar:
                     _replace(rec.host, "TXT", rec.ttl,
                              other_txt + [{"content": records.quote_txt(rec.owner)}])]
             else:
-                if own is not Ownership.OURS:
+                if own is not RecordOwnership.OURS:
                     return True
                 change = [_replace(rec.host, "A", rec.ttl, []),
                           _replace(rec.host, "TXT", int(txt_rr["ttl"]) if txt_rr else rec.ttl,

@@ -37,7 +37,7 @@ class NetRecords:
     address: str | None = None
 
 
-class Ownership(enum.Enum):
+class RecordOwnership(enum.Enum):
     FREE = "free"          # no A record and no owner mark: ours to create
     OURS = "ours"          # carries our owner TXT
     ADOPTABLE = "adoptable"  # unmarked, and its A record is exactly what we would write
@@ -122,18 +122,18 @@ def is_ours_srv(data: str, rec: NetRecords) -> bool:
     return srv_target(data) == rec.host.lower()
 
 
-def ownership(rec: NetRecords, a_values: set[str], txt_values: set[str]) -> Ownership:
+def ownership(rec: NetRecords, a_values: set[str], txt_values: set[str]) -> RecordOwnership:
     """Classify a host name from its A addresses and TXT strings as the server holds them."""
     owners = {t for t in txt_values if t.startswith(OWNER_PREFIX)}
     if rec.owner in owners:
-        return Ownership.OURS if len(owners) == 1 else Ownership.FOREIGN
+        return RecordOwnership.OURS if len(owners) == 1 else RecordOwnership.FOREIGN
     if owners:
-        return Ownership.FOREIGN
+        return RecordOwnership.FOREIGN
     if not a_values:
-        return Ownership.FREE
+        return RecordOwnership.FREE
     if rec.address is not None and a_values == {rec.address}:
-        return Ownership.ADOPTABLE
-    return Ownership.FOREIGN
+        return RecordOwnership.ADOPTABLE
+    return RecordOwnership.FOREIGN
 
 
 def zone_from_list(name: str, zones: tuple[str, ...]) -> str | None:

@@ -32,7 +32,7 @@ from sbps.config import Config
 from sbps.core.errors import SbpsError, UpstreamPermanentError, UpstreamTemporaryError
 from sbps.publish.dns import records, tsig
 from sbps.publish.dns.addresses import network_addresses
-from sbps.publish.dns.records import NetRecords, Ownership
+from sbps.publish.dns.records import NetRecords, RecordOwnership
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Rfc2136Registrar:
             a, txt = self._read(rec.host, "A"), self._read(rec.host, "TXT")
             srv = self._read(rec.srv_name, "SRV")
             own = records.ownership(rec, {rd.to_text() for rd in a.rdatas}, txt.strings())
-            if own is Ownership.FOREIGN:
+            if own is RecordOwnership.FOREIGN:
                 problems.append(f"{rec.host} (network {rec.net}) is owned by someone else "
                                 f"(A {sorted(a.texts())}, TXT {sorted(txt.strings())}); "
                                 "left alone")
@@ -164,7 +164,7 @@ class Rfc2136Registrar:
                     for rd in ours_srv:
                         m.delete(rec.srv_name, rd)
                     summary.append(f"{rec.srv_name} SRV -{rec.host}")
-                if own is Ownership.OURS:
+                if own is RecordOwnership.OURS:
                     m, summary = msg(second, host_zone)
                     _expect(m, rec.host, "A", a)
                     _expect(m, rec.host, "TXT", txt)

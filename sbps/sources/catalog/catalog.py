@@ -26,7 +26,7 @@ from sbps.core.model import ImageRecord, ObjectInfo, Problem
 from sbps.sources.catalog.ims import ImsClient
 from sbps.sources.catalog.parse import parse_record, record_id, record_metadata
 from sbps.sources.catalog.pe import PeTracker
-from sbps.sources.catalog.rootfs import Outcome, RootfsTracker, S3Runner
+from sbps.sources.catalog.rootfs import ImageOutcome, RootfsTracker, S3Runner
 from sbps.sources.catalog.rules import PE_PREFIX, decide, is_pe_object, registered_pe
 from sbps.sources.catalog.snapshot import CatalogSnapshot, ProblemLog, image_key
 from sbps.sources.s3 import S3, allowed_buckets, check_key, confine
@@ -186,7 +186,7 @@ class Catalog:
                    for key, owner in registered.items())
 
     async def _resolve_rootfs(self, listing: _Listing, ims_ok: bool,
-                              registered: dict[str, str], slow: bool) -> dict[str, Outcome]:
+                              registered: dict[str, str], slow: bool) -> dict[str, ImageOutcome]:
         tracker = self._rootfs
         if ims_ok:
             wanted = {i: r for i, r in listing.records.items()
@@ -207,22 +207,22 @@ class Catalog:
         return {f"rootfs:{i}": o for i, o in zip(ids, results, strict=True)}
 
     async def _resolve_pe(self, registered: dict[str, str], pe_ok: bool,
-                          slow: bool) -> dict[str, Outcome]:
+                          slow: bool) -> dict[str, ImageOutcome]:
         tracker = self._pe
         if not pe_ok or self._pe_objects is None:
             return {f"pe:{k}": tracker.hold(k) for k in tracker.entries}
         objects: dict[str, ObjectInfo] = {}
-        unsafe: dict[str, Outcome] = {}
+        unsafe: dict[str, ImageOutcome] = {}
         for key, obj in self._pe_objects.items():
             try:
                 check_key(key)
                 confine(obj.url, self.allowed, str(obj.url), "object")
             except ValueError as exc:
-                unsafe[f"pe:{key}"] = Outcome(problem=Problem(str(obj.url), "key", str(exc),
+                unsafe[f"pe:{key}"] = ImageOutcome(problem=Problem(str(obj.url), "key", str(exc),
                                                               "unsafe_key"))
                 continue
             except InputError as exc:
-                unsafe[f"pe:{key}"] = Outcome(problem=Problem(exc.obj, exc.field, exc.reason,
+                unsafe[f"pe:{key}"] = ImageOutcome(problem=Problem(exc.obj, exc.field, exc.reason,
                                                               exc.code))
                 continue
             if self.cfg.pe is PeImages.ALL or key in registered:

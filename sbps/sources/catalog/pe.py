@@ -17,7 +17,7 @@ from sbps.core import identity
 from sbps.core.errors import SbpsError
 from sbps.core.identity import PeMode
 from sbps.core.model import DesiredImage, ImageKind, ObjectInfo, Problem
-from sbps.sources.catalog.rootfs import Outcome, S3Runner
+from sbps.sources.catalog.rootfs import ImageOutcome, S3Runner
 from sbps.sources.catalog.rules import pe_name
 from sbps.sources.s3 import NotFound
 
@@ -42,13 +42,13 @@ class PeTracker:
     def forget(self, key: str) -> None:
         self.entries.pop(key, None)
 
-    def hold(self, key: str) -> Outcome:
+    def hold(self, key: str) -> ImageOutcome:
         entry = self.entries.get(key)
         good = entry.good if entry is not None else None
-        return Outcome(image=good, stale=good is not None)
+        return ImageOutcome(image=good, stale=good is not None)
 
     async def resolve(self, obj: ObjectInfo, slow: bool,
-                      registered_by: Mapping[str, str]) -> Outcome:
+                      registered_by: Mapping[str, str]) -> ImageOutcome:
         key = obj.url.key
         entry = self.entries.get(key)
         if entry is None:
@@ -60,13 +60,13 @@ class PeTracker:
             if degraded is None:
                 entry.listed = listed
         if entry.head is None or degraded is not None:
-            return Outcome(image=entry.good, stale=entry.good is not None,
+            return ImageOutcome(image=entry.good, stale=entry.good is not None,
                            problem=entry.problem, degraded=degraded)
         fresh = DesiredImage(
             identity=identity.pe(obj.url, entry.head.etag, self.mode), kind=ImageKind.PE,
             source=entry.head, name=pe_name(obj.url), ims_id=registered_by.get(key))
         entry.good = fresh
-        return Outcome(image=fresh, degraded=degraded)
+        return ImageOutcome(image=fresh, degraded=degraded)
 
     async def _head(self, entry: _Entry, obj: ObjectInfo) -> str | None:
         entry.retry = False

@@ -64,7 +64,7 @@ class S3Runner:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ImageOutcome:
     """One image's answer for one pass."""
 
     image: DesiredImage | None = None
@@ -106,15 +106,15 @@ class RootfsTracker:
     def forget(self, ims_id: str) -> None:
         self.entries.pop(ims_id, None)
 
-    async def hold(self, ims_id: str, slow: bool) -> Outcome:
+    async def hold(self, ims_id: str, slow: bool) -> ImageOutcome:
         """Keep an image at its last known good version (its record is unreadable now)."""
         entry = self.entries.get(ims_id)
         if entry is None:
-            return Outcome()
+            return ImageOutcome()
         degraded = await self._verify_good(entry) if slow else None
-        return Outcome(image=entry.good, stale=entry.good is not None, degraded=degraded)
+        return ImageOutcome(image=entry.good, stale=entry.good is not None, degraded=degraded)
 
-    async def resolve(self, record: ImageRecord, slow: bool) -> Outcome:
+    async def resolve(self, record: ImageRecord, slow: bool) -> ImageOutcome:
         entry = self.entries.get(record.ims_id)
         if entry is None:
             entry = self.entries[record.ims_id] = _Entry(record)
@@ -160,11 +160,11 @@ class RootfsTracker:
         return None
 
     def _answer(self, entry: _Entry, fresh: DesiredImage | None, problem: Problem | None,
-                degraded: str | None) -> Outcome:
+                degraded: str | None) -> ImageOutcome:
         if fresh is not None:
             entry.good = fresh
-            return Outcome(image=fresh, degraded=degraded, warnings=entry.warnings)
-        return Outcome(image=entry.good, stale=entry.good is not None, problem=problem,
+            return ImageOutcome(image=fresh, degraded=degraded, warnings=entry.warnings)
+        return ImageOutcome(image=entry.good, stale=entry.good is not None, problem=problem,
                        degraded=degraded, warnings=entry.warnings)
 
     async def _fetch_manifest(self, entry: _Entry, key: tuple[str, str | None]) -> str | None:

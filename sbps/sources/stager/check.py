@@ -23,7 +23,7 @@ _READ = 1 << 20
 
 
 @dataclass(frozen=True)
-class Finding:
+class CacheFinding:
     digest: str
     code: str
     reason: str
@@ -32,7 +32,7 @@ class Finding:
 @dataclass(frozen=True)
 class DirCheck:
     records: dict[str, Record]
-    bad: list[Finding]
+    bad: list[CacheFinding]
     removed: list[str]
 
 
@@ -48,7 +48,7 @@ def check_dir(layout: Layout) -> DirCheck:
         if kd is not None:
             found.setdefault(kd[1], set()).add(kd[0])
     records: dict[str, Record] = {}
-    bad: list[Finding] = []
+    bad: list[CacheFinding] = []
     removed: list[str] = []
     for digest, kinds in sorted(found.items()):
         if "final" in kinds:
@@ -58,10 +58,10 @@ def check_dir(layout: Layout) -> DirCheck:
             except FileNotFoundError:
                 continue
             if record is None or record.digest != digest:
-                bad.append(Finding(digest, "unrecorded", "cache file has no valid "
+                bad.append(CacheFinding(digest, "unrecorded", "cache file has no valid "
                                    "verification record"))
             elif not record.matches(st):
-                bad.append(Finding(digest, "changed", (
+                bad.append(CacheFinding(digest, "changed", (
                     f"cache file changed since verification: size/inode/mtime "
                     f"{st.st_size}/{st.st_ino}/{st.st_mtime_ns}, recorded "
                     f"{record.size}/{record.inode}/{record.mtime_ns}")))
@@ -82,14 +82,14 @@ def check_dir(layout: Layout) -> DirCheck:
 
 
 def rehash(path: str, record: Record, bucket: TokenBucket,
-           stop: threading.Event) -> Finding | None:
+           stop: threading.Event) -> CacheFinding | None:
     """Re-read a cache file and compare it with what was verified. None when it matches
     (or when ``stop`` was set part-way, which proves nothing either way)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         st = os.fstat(fd)
         if not record.matches(st):
-            return Finding(record.digest, "changed", "cache file changed since verification")
+            return CacheFinding(record.digest, "changed", "cache file changed since verification")
         whole = hashlib.md5()
         parts: list[bytes] = []
         part = hashlib.md5()
@@ -103,7 +103,7 @@ def rehash(path: str, record: Record, bucket: TokenBucket,
             bucket.take(n, stop)
             data = os.pread(fd, n, pos)
             if len(data) != n:
-                return Finding(record.digest, "size_mismatch", f"short read at {pos}")
+                return CacheFinding(record.digest, "size_mismatch", f"short read at {pos}")
             if record.md5:
                 whole.update(data)
             pos += n
@@ -115,9 +115,9 @@ def rehash(path: str, record: Record, bucket: TokenBucket,
     finally:
         os.close(fd)
     if record.md5 and whole.hexdigest() != record.md5:
-        return Finding(record.digest, "md5_mismatch",
+        return CacheFinding(record.digest, "md5_mismatch",
                        f"content MD5 {whole.hexdigest()}, verified {record.md5}")
     if record.parts and multipart_etag(parts) != record.etag:
-        return Finding(record.digest, "etag_mismatch",
+        return CacheFinding(record.digest, "etag_mismatch",
                        f"content ETag {multipart_etag(parts)}, verified {record.etag}")
     return None

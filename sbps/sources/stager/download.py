@@ -25,7 +25,7 @@ from sbps.core.errors import TemporaryError, UpstreamTemporaryError, Verificatio
 from sbps.core.model import S3Url
 from sbps.sources.s3 import S3, PreconditionFailed
 from sbps.sources.stager.errors import NoSpace
-from sbps.sources.stager.hashing import Plan, Segment, Tracker
+from sbps.sources.stager.hashing import Segment, Tracker, VerifyPlan
 from sbps.sources.stager.layout import Layout, fsync_dir
 from sbps.sources.stager.records import ProgressLog, Record, write_record
 from sbps.sources.stager.throttle import TokenBucket
@@ -39,7 +39,7 @@ class Stopped(Exception):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DownloadOutcome:
     size: int
     md5: str
     part_digests: tuple[bytes, ...]
@@ -56,7 +56,7 @@ def no_space(exc: OSError, what: str) -> Exception:
 class Download:
     """The partial file of one object version. Not reusable; close or discard it."""
 
-    def __init__(self, layout: Layout, digest: str, url: S3Url, plan: Plan, *,
+    def __init__(self, layout: Layout, digest: str, url: S3Url, plan: VerifyPlan, *,
                  chunk_size: int, s3: S3, bucket: TokenBucket,
                  on_bytes: Callable[[int], None] = lambda n: None) -> None:
         self.layout, self.digest, self.url, self.plan = layout, digest, url, plan
@@ -181,7 +181,7 @@ class Download:
             digest = seg.digest
         self.log.part_done(part, digest.hex())
 
-    def finish(self) -> Outcome:
+    def finish(self) -> DownloadOutcome:
         """Flush the partial file and return what was computed."""
         if not self.tracker.complete:
             raise TemporaryError(f"stage {self.digest}: download incomplete")
@@ -189,7 +189,7 @@ class Download:
         size = os.fstat(self.fd).st_size
         whole = self.segments[-1].digest if self.plan.whole else None
         parts = tuple(s.digest or b"" for s in self.segments[:self.plan.parts])
-        return Outcome(size, whole.hex() if whole else "", parts, self.fetched,
+        return DownloadOutcome(size, whole.hex() if whole else "", parts, self.fetched,
                        self.tracker.reread)
 
     def publish(self, make_record: Callable[[os.stat_result], Record]) -> Record:

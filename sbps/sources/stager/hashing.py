@@ -37,7 +37,7 @@ def multipart_etag(part_digests: list[bytes]) -> str:
 
 
 @dataclass(frozen=True)
-class Plan:
+class VerifyPlan:
     """What to compute for one object. ``parts`` > 0: per-part MD5s over ``part_size``
     boundaries; ``whole``: the MD5 of the whole file; ``unverifiable``: why the ETag cannot
     be checked ('' if it can)."""
@@ -70,25 +70,25 @@ class Plan:
         return out
 
 
-def make_plan(etag: str, size: int, parts: int, part_size: int, md5: str | None) -> Plan:
+def make_plan(etag: str, size: int, parts: int, part_size: int, md5: str | None) -> VerifyPlan:
     """The verification plan from the ETag, the size and the multipart layout learned from
     ``HEAD ?partNumber=1`` (parts = PartsCount, part_size = size of part 1)."""
     etag = etag.strip('"').lower()
     kind = etag_parts(etag)
     want_whole = bool(md5)
     if kind == 0:
-        return Plan(size, etag, 0, 0, True)
+        return VerifyPlan(size, etag, 0, 0, True)
     if kind is None:
-        return Plan(size, etag, 0, 0, True, f"ETag {etag!r} is neither an MD5 nor <md5>-<N>")
+        return VerifyPlan(size, etag, 0, 0, True, f"ETag {etag!r} is neither an MD5 nor <md5>-<N>")
     if parts != kind or part_size <= 0:
         why = (f"multipart ETag says {kind} parts but S3 reports "
                f"{parts or 'no'} parts (part size {part_size})")
-        return Plan(size, etag, 0, 0, True, why)
+        return VerifyPlan(size, etag, 0, 0, True, why)
     if not (part_size * (parts - 1) < size <= part_size * parts):
         why = (f"{parts} parts of {part_size} bytes cannot make {size} bytes: "
                "the upload used unequal parts")
-        return Plan(size, etag, 0, 0, True, why)
-    return Plan(size, etag, parts, part_size, want_whole)
+        return VerifyPlan(size, etag, 0, 0, True, why)
+    return VerifyPlan(size, etag, parts, part_size, want_whole)
 
 
 @dataclass

@@ -32,12 +32,12 @@ from sbps.core.model import CacheEntry, DesiredImage, Problem
 from sbps.sources.s3 import S3
 from sbps.sources.stager import cache
 from sbps.sources.stager.check import check_dir, rehash
-from sbps.sources.stager.download import Download, Outcome, fetch_all, thread_done
+from sbps.sources.stager.download import Download, DownloadOutcome, fetch_all, thread_done
 from sbps.sources.stager.errors import NoSpace, StageConflict
-from sbps.sources.stager.hashing import Plan, etag_parts, make_plan
+from sbps.sources.stager.hashing import VerifyPlan, etag_parts, make_plan
 from sbps.sources.stager.layout import Layout, check_digest
 from sbps.sources.stager.records import Record, read_record
-from sbps.sources.stager.status import Counters, InFlight, StageStatus
+from sbps.sources.stager.status import InFlight, StageStatus, StagingCounters
 from sbps.sources.stager.throttle import TokenBucket
 from sbps.sources.stager.verify import compare
 
@@ -69,7 +69,7 @@ class Stager:
         self._records: dict[str, Record] = {}
         self._in_flight: dict[str, int] = {}
         self._last_used: dict[str, float] = {}
-        self._counters = Counters()
+        self._counters = StagingCounters()
 
     # -- queries ------------------------------------------------------------------------
 
@@ -205,7 +205,7 @@ class Stager:
                                  code="cache_io")
         return entry
 
-    def _verify(self, plan: Plan, outcome: Outcome, image: DesiredImage) -> list[str]:
+    def _verify(self, plan: VerifyPlan, outcome: DownloadOutcome, image: DesiredImage) -> list[str]:
         checks = compare(plan, outcome, image)
         if len(checks) == 1:
             if self.strict:

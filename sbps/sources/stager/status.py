@@ -41,7 +41,7 @@ class StageStatus:
 
 
 @dataclass
-class Counters:
+class StagingCounters:
     bytes_downloaded: int = 0
     downloads_ok: int = 0
     failures: Counter[str] = field(default_factory=Counter)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from sbps.core.errors import VerificationError
 from sbps.core.model import DesiredImage
-from sbps.sources.stager.download import Outcome
-from sbps.sources.stager.hashing import Plan, multipart_etag
+from sbps.sources.stager.download import DownloadOutcome
+from sbps.sources.stager.hashing import VerifyPlan, multipart_etag
 
 
-def compare(plan: Plan, outcome: Outcome, image: DesiredImage) -> list[str]:
+def compare(plan: VerifyPlan, outcome: DownloadOutcome, image: DesiredImage) -> list[str]:
     """The checks that passed (``size`` always, then ``etag`` and ``md5`` when they could be
     made); the first that fails raises."""
     what = f"{image.source.url} (image {image.name})"

@@ -66,7 +66,7 @@ class LioBackend:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = target
         self.iqn = iqn
-        self.ownership = rd.Ownership(cache_dir)
+        self.ownership = rd.ObjectOwnership(cache_dir)
         self.clock = clock
         self._opened = False
         self._known: _Read | None = None

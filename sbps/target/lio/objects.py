@@ -18,12 +18,12 @@ from sbps.core.errors import BackendError
 from sbps.core.target_state import Lun, StorageObject
 from sbps.target.lio import tree as lt
 from sbps.target.lio.plumbing import read_text, translated, write_text
-from sbps.target.lio.read import Ownership, describe
+from sbps.target.lio.read import ObjectOwnership, describe
 
 log = logging.getLogger(__name__)
 
 
-def create_storage(configfs: str, own: Ownership, so: StorageObject) -> None:
+def create_storage(configfs: str, own: ObjectOwnership, so: StorageObject) -> None:
     """Create a fileio backstore as sbps makes them; finish a half-made one; refuse
     a backing file outside the cache and an existing object that differs."""
     op = "create backstore"
@@ -62,7 +62,7 @@ def create_storage(configfs: str, own: Ownership, so: StorageObject) -> None:
             if os.path.exists(path) and read_text(path) != value:
                 write_text(path, value)
 
-def create_lun(configfs: str, own: Ownership, tpg: Any, iqn: str, lun: Lun) -> None:
+def create_lun(configfs: str, own: ObjectOwnership, tpg: Any, iqn: str, lun: Lun) -> None:
     """Link ``lun`` in this worker's TPG (an rtslib TPG) to a backstore sbps owns."""
     op = "create lun"
     obj = f"{iqn}/tpg1/lun{lun.index}"
@@ -87,7 +87,7 @@ def create_lun(configfs: str, own: Ownership, tpg: Any, iqn: str, lun: Lun) -> N
             LUN(tpg, lun.index).delete()
         LUN(tpg, lun.index, _rtslib_object(info))
 
-def delete_lun(configfs: str, own: Ownership, tpg: Any, iqn: str, index: int) -> None:
+def delete_lun(configfs: str, own: ObjectOwnership, tpg: Any, iqn: str, index: int) -> None:
     """Remove LUN ``index`` of this worker's TPG, unless it links what sbps does not
     own."""
     op = "delete lun"
@@ -109,7 +109,7 @@ def delete_lun(configfs: str, own: Ownership, tpg: Any, iqn: str, index: int) ->
     with translated(op, obj):
         LUN(tpg, index).delete()
 
-def delete_storage(configfs: str, own: Ownership, name: str) -> None:
+def delete_storage(configfs: str, own: ObjectOwnership, name: str) -> None:
     """Remove the fileio backstore ``name``, unless sbps does not own it or a LUN on
     any target still links it."""
     op = "delete backstore"

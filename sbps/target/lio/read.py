@@ -28,7 +28,7 @@ ACCESS_ATTRIBUTES = ("generate_node_acls", "demo_mode_write_protect", "cache_dyn
 
 
 @dataclass
-class Ownership:
+class ObjectOwnership:
     """What belongs to sbps: backed under the cache directory, or adopted by name."""
 
     cache_dir: str
@@ -42,7 +42,7 @@ class Ownership:
         return self.path_owned(so.path) or so.name in self.adopted
 
 
-def describe(info: SoInfo, own: Ownership) -> StorageObject | None:
+def describe(info: SoInfo, own: ObjectOwnership) -> StorageObject | None:
     """The model view of a fileio object, or None while it is half-made by sbps.
 
     Half-made means: never enabled with no backing file recorded, or backed in our cache
@@ -105,7 +105,7 @@ def _readonly(path: str) -> bool:
         return False
 
 
-def target_state(iqn: str, tree: Tree, own: Ownership) -> TargetState:
+def target_state(iqn: str, tree: Tree, own: ObjectOwnership) -> TargetState:
     """The model view of a full scan."""
     stores: list[StorageObject] = []
     foreign: list[str] = []

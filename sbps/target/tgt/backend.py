@@ -84,7 +84,7 @@ from sbps.target.tgt import settings
 from sbps.target.tgt.access import TgtAccess
 from sbps.target.tgt.iostat import IoThreads
 from sbps.target.tgt.mapping import (
-    Counters,
+    SessionCounters,
     attributes,
     checked,
     data_luns,
@@ -113,7 +113,7 @@ class TgtBackend:
         self.iostat = iostat
         self.access = TgtAccess(iqn, tgtadm, lambda args, op, obj: self._run(args, op, obj))
         self._pending: dict[str, StorageObject] = {}
-        self._counters = Counters()
+        self._counters = SessionCounters()
 
     # Reading ------------------------------------------------------------------------
 
@@ -158,7 +158,7 @@ class TgtBackend:
 
     def stats(self, indexes: Collection[int] | None = None) -> dict[int, LunStats]:
         """One ``tgtadm`` call whatever ``indexes`` asks for: every call also accounts for
-        the sessions that logged out since the last one (see ``tgtmap.Counters``)."""
+        the sessions that logged out since the last one (see ``tgtmap.SessionCounters``)."""
         ours, _ = self._ours()
         if ours is None:
             return {}

@@ -19,7 +19,7 @@ from sbps.target.tgt.tgtadm import StatRow, TgtLun, TgtTarget
 _PARAM_RE = re.compile(r"^[0-9A-Za-z._-]+$")
 
 
-class Counters:
+class SessionCounters:
     """Per-LUN totals from tgt's per-session rows, kept monotonic across logouts."""
 
     def __init__(self) -> None:
