@@ -199,3 +199,16 @@ class LunStats:
     read_bytes: int
     commands: int
     tur_commands: int = 0
+
+
+@dataclass(frozen=True)
+class LoggedIn:
+    """An initiator logged in to this worker's target now. ``luns``: what it has read per
+    LUN (the LUN id as the target numbers it), where the target counts per initiator (an
+    explicit ACL on LIO, every session on tgt); None where it does not (LIO's generated ACLs
+    count per LUN only)."""
+
+    initiator: str
+    addresses: tuple[str, ...] = ()
+    luns: tuple[LunStats, ...] | None = None
+

@@ -25,7 +25,7 @@ from sbps.core.actions import ClaimLun, Plan
 from sbps.core.errors import InputError, SbpsError
 from sbps.core.interfaces import CatalogResult, CatalogSource, Claims
 from sbps.core.model import DesiredImage
-from sbps.core.target_state import TargetState
+from sbps.core.target_state import LoggedIn, TargetState
 from sbps.reconcile.apply import Report, apply
 from sbps.reconcile.commands import ImageAction, ImageLevers, Lever, Levers
 from sbps.reconcile.desired import DesiredState
@@ -255,6 +255,10 @@ class Reconciler:
 
     async def sessions(self) -> tuple[str, ...]:
         return await self.threads.backend(self.backend.sessions)
+
+    async def session_table(self) -> tuple[LoggedIn, ...]:
+        """The initiators logged in now, read from the target's own session table."""
+        return await self.threads.backend(self.backend.session_table)
 
     # Commands (sbps.publish.http.deps.Control) -------------------------------------------
 

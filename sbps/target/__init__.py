@@ -14,7 +14,7 @@ from collections.abc import Collection
 from typing import Protocol
 
 from sbps.core.actions import Action
-from sbps.core.target_state import LunStats, TargetState
+from sbps.core.target_state import LoggedIn, LunStats, TargetState
 
 
 class TargetBackend(Protocol):
@@ -51,4 +51,9 @@ class TargetBackend(Protocol):
 
     def sessions(self) -> tuple[str, ...]:
         """Initiator names logged in to this worker's target."""
+        ...
+
+    def session_table(self) -> tuple[LoggedIn, ...]:
+        """Every initiator logged in now, with its per-LUN counters where the target keeps
+        them per initiator (blocking)."""
         ...

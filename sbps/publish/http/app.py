@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from sbps import __version__
-from sbps.publish.http import admin, bootdoc, catalog
+from sbps.publish.http import admin, bootdoc, catalog, operator
 from sbps.publish.http.auth import admin as guarded
 from sbps.publish.http.auth import is_admin
 from sbps.publish.http.deps import DEPS, SPEC, HttpDeps
@@ -210,6 +210,8 @@ def make_app(deps: HttpDeps) -> web.Application:
         web.get("/metrics", metrics, allow_head=False),
         web.post("/v1/reconcile", adm(admin.post_reconcile)),
         web.post("/v1/drain", adm(admin.post_drain)),
+        web.get("/v1/sessions", adm(operator.get_sessions), allow_head=False),
+        web.get("/v1/why/{image}", adm(operator.get_why), allow_head=False),
         web.post("/v1/notify/{secret}", admin.post_notify),
         web.post("/v1/images/{key}/{action}", adm(admin.image_action)),
         web.get("/debug/state", adm(admin.debug_state), allow_head=False),

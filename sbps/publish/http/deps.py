@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from sbps.core.actions import Plan
 from sbps.core.logs import set_level
+from sbps.core.target_state import LoggedIn
 from sbps.publish.http.bootdoc import BootSettings
 from sbps.publish.http.limits import Limits
 from sbps.publish.http.source import Status, StatusSource
@@ -55,6 +56,10 @@ class Control(Protocol):
         ...
 
     async def sessions(self) -> tuple[str, ...]: ...
+
+    async def session_table(self) -> tuple[LoggedIn, ...]:
+        """The initiators logged in now, from the target's own session table."""
+        ...
 
     async def refresh_counters(self) -> Status:
         """The status with every LUN's I/O counters read after this call (concurrent

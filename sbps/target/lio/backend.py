@@ -44,7 +44,7 @@ from sbps.core.actions import (
     UnmapLun,
 )
 from sbps.core.errors import BackendError
-from sbps.core.target_state import LunStats, TargetState
+from sbps.core.target_state import LoggedIn, LunStats, TargetState
 from sbps.target.lio import acl, objects
 from sbps.target.lio import read as rd
 from sbps.target.lio import tree as lt
@@ -141,6 +141,14 @@ class LioBackend:
         tpg = lt.tpg_dir(self._configfs, self.iqn)
         with translated("sessions", self.iqn):
             return rd.session_initiators(tpg) if os.path.isdir(tpg) else ()
+
+    def session_table(self) -> tuple[LoggedIn, ...]:
+        tpg = lt.tpg_dir(self._configfs, self.iqn)
+        with translated("sessions", self.iqn):
+            if not os.path.isdir(tpg):
+                return ()
+            return tuple(LoggedIn(name, luns=rd.acl_lun_stats(tpg, name))
+                         for name in rd.session_initiators(tpg))
 
     # Writing ------------------------------------------------------------------------------
 

@@ -171,6 +171,32 @@ def lun_stats(tpg: str, indexes: Collection[int]) -> dict[int, LunStats]:
     return out
 
 
+def acl_lun_stats(tpg: str, initiator: str) -> tuple[LunStats, ...] | None:
+    """What ``initiator`` read per mapped LUN, from its explicit ACL's
+    ``lun_N/statistics/scsi_auth_intr`` (whole MiB, as the kernel counts); None without an
+    explicit ACL (a session of the generated ACLs is counted per LUN only). The LUN id is
+    the one the mapped LUN links to."""
+    acl = Dir.at(os.path.join(tpg, "acls", initiator))
+    if acl is None:
+        return None
+    lun_dir = os.path.normpath(os.path.join(tpg, "lun"))
+    out = []
+    with acl:
+        for _mapped, node in acl.numbered("lun_"):
+            link = node.link(frozenset({"write_protect", "statistics"}))
+            if link is None:
+                continue
+            target = os.path.normpath(os.path.join(node.path, link))
+            if os.path.dirname(target) != lun_dir or not target[-1].isdigit():
+                continue
+            stats = "statistics/scsi_auth_intr"
+            mbytes, cmds = node.read(f"{stats}/read_mbytes"), node.read(f"{stats}/num_cmds")
+            if mbytes is not None and cmds is not None:
+                out.append(LunStats(index=int(os.path.basename(target)[4:]),
+                                    read_bytes=int(mbytes or 0) << 20, commands=int(cmds or 0)))
+    return tuple(sorted(out, key=lambda s: s.index))
+
+
 def session_initiators(tpg: str) -> tuple[str, ...]:
     """Logged-in initiators: dynamic sessions (generated ACLs) and explicit ACLs' ``info``."""
     names: set[str] = set()

@@ -79,7 +79,7 @@ from sbps.core.actions import (
 )
 from sbps.core.errors import BackendError
 from sbps.core.model import VENDOR
-from sbps.core.target_state import Lun, LunStats, StorageObject, TargetState
+from sbps.core.target_state import LoggedIn, Lun, LunStats, StorageObject, TargetState
 from sbps.target.tgt import settings
 from sbps.target.tgt.access import TgtAccess
 from sbps.target.tgt.iostat import IoThreads
@@ -155,6 +155,21 @@ class TgtBackend:
     def sessions(self) -> tuple[str, ...]:
         ours, _ = self._ours()
         return () if ours is None else tuple(sorted(n.initiator for n in ours.nexus))
+
+    def session_table(self) -> tuple[LoggedIn, ...]:
+        """tgt counts every session per LUN (``--op stat`` rows by session id)."""
+        ours, _ = self._ours()
+        if ours is None:
+            return ()
+        rows = self.tgtadm.stat(ours.tid)
+        out = []
+        for nexus in sorted(ours.nexus, key=lambda n: (n.initiator, n.sid)):
+            luns = tuple(LunStats(r.lun, read_bytes=r.read_bytes,
+                                  commands=r.read_cmds + r.write_cmds)
+                         for r in sorted(rows, key=lambda r: r.lun)
+                         if r.sid == nexus.sid and r.lun != 0)
+            out.append(LoggedIn(nexus.initiator, nexus.addresses, luns))
+        return tuple(out)
 
     def stats(self, indexes: Collection[int] | None = None) -> dict[int, LunStats]:
         """One ``tgtadm`` call whatever ``indexes`` asks for: every call also accounts for
