@@ -19,6 +19,8 @@ setup(
         "boto3>=1.28,<2",
         "dnspython>=2.4,<3",
         "prometheus-client>=0.17,<1",
+        # node.k8s_kubeconfig: a kubeconfig is YAML (kubeadm's admin.conf).
+        "PyYAML>=6,<7",
         "rtslib-fb>=2.1.69,<3",
     ],
     extras_require={

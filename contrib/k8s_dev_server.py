@@ -2,7 +2,9 @@
 """Development FAKE of the Kubernetes node API, for testing the k8s-label node gate.
 
 Not Kubernetes: it serves only ``GET /api/v1/nodes/{name}`` (the shape sbps reads:
-``metadata.labels``), over TLS with a bearer token, like the real API server. Labels are
+``metadata.labels``), over TLS with a bearer token or, with ``--client-ca``, a client
+certificate that CA signed (as kubeadm's admin.conf authenticates), like the real API
+server. Labels are
 changed through ``POST /__dev/label`` with ``{"node", "key", "value"}`` (``value`` null
 removes the label). Binds 127.0.0.1 only and prints ``listening on https://127.0.0.1:PORT``.
 """
@@ -32,6 +34,9 @@ def _status(code: int, reason: str, message: str) -> web.Response:
 @web.middleware
 async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.path.startswith("/api/"):
+        tls = request.transport.get_extra_info("ssl_object") if request.transport else None
+        if tls is not None and tls.getpeercert():  # verified against --client-ca
+            return await handler(request)
         given = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(given.encode(), request.app[TOKEN].encode()):
             return _status(401, "Unauthorized", "Unauthorized")
@@ -69,6 +74,9 @@ def make_app(token: str, nodes: list[str]) -> web.Application:
 async def serve(args: argparse.Namespace) -> None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(args.cert, args.key)
+    if args.client_ca:
+        ctx.load_verify_locations(args.client_ca)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
     runner = web.AppRunner(make_app(Path(args.token_file).read_text().strip(), args.node))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port, ssl_context=ctx)
@@ -84,6 +92,7 @@ def main() -> None:
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--token-file", required=True)
+    p.add_argument("--client-ca", help="CA whose client certificates are accepted")
     p.add_argument("--node", action="append", default=[], help="a node name (repeatable)")
     args = p.parse_args()
     try:

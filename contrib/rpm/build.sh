@@ -56,8 +56,8 @@ mkdir -p "$stage/$name/systemd" "$stage/$name/docs" "$stage/$name/contrib/grafan
     "$stage/$name/contrib/prometheus"
 cp "$repo"/systemd/sbps-marshal.service "$repo"/systemd/tgtd-sbps.conf \
     "$repo"/systemd/sbps-marshal-tgt.conf "$stage/$name/systemd/"
-cp "$repo/contrib/marshal.example.toml" "$here/sbps-marshal.sysconfig" "$repo/README.md" \
-    "$stage/$name/"
+cp "$repo/contrib/marshal.example.toml" "$here/marshal.toml" "$here/sbps-marshal.sysconfig" \
+    "$repo/README.md" "$stage/$name/"
 cp "$repo"/docs/*.md "$stage/$name/docs/"
 cp "$repo/contrib/grafana/sbps.json" "$stage/$name/contrib/grafana/"
 cp "$repo/contrib/prometheus/sbps-alerts.yml" "$stage/$name/contrib/prometheus/"

@@ -31,6 +31,7 @@ class CatalogAuth(enum.StrEnum):
     NONE = "none"
     TOKEN_FILE = "token-file"
     COMMAND = "command"
+    SPIRE = "spire"
 
 
 class Untagged(enum.StrEnum):

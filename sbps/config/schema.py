@@ -86,6 +86,10 @@ class NodeConfig(_Section):
                               "Kubernetes bearer token file.", kind="path", secret_path=True)
     k8s_ca_file: str = opt("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
                            "CA bundle for the Kubernetes API.", kind="path")
+    k8s_kubeconfig: str = opt("", "Kubeconfig file (its current context: server, CA, client "
+                              "certificate or token) for gate = k8s-label, as kubectl "
+                              "--kubeconfig reads it; when set, k8s_api, k8s_token_file and "
+                              "k8s_ca_file are not used.", kind="path", secret_path=True)
 
 
 @dataclass(frozen=True)
@@ -98,17 +102,28 @@ class CatalogConfig(_Section):
                         alias="IMS_TAGGING")
     timeout: float = opt(10.0, "Timeout of one IMS request.", kind="duration", min=0.1,
                          max=600, alias="IMS_TIMEOUT")
-    auth: CatalogAuth = opt(CatalogAuth.NONE, "How IMS requests authenticate.")
+    auth: CatalogAuth = opt(CatalogAuth.NONE, "How IMS requests authenticate; spire: a JWT "
+                            "from the SPIRE agent, as the field agent does.")
     token_file: str = opt("", "Bearer token file for auth = token-file (re-read on change).",
                           kind="path", secret_path=True)
     token_command: str = opt("spire-agent api fetch jwt -audience {audience} -output json",
                              "Command printing a JWT (or SPIRE JSON) for auth = command.")
-    token_audience: str = opt("system-compute", "Audience passed to token_command.")
+    token_audience: str = opt("system-compute", "Audience of the JWT (auth = spire or "
+                              "command).", alias="SPIRE_JWT_AUDIENCE")
+    spire_agent: str = opt("/opt/cray/cray-spire/sbps-marshal-spire-agent", "SPIRE agent "
+                           "program for auth = spire.", kind="path", alias="SPIRE_AGENT_PATH")
+    spire_socket: str = opt("/var/lib/spire/agent.sock", "SPIRE agent socket for auth = "
+                            "spire.", kind="path", alias="SPIRE_AGENT_SOCK_PATH")
+    spire_xname_file: str = opt("/etc/cray/xname", "File holding this node's xname; auth = "
+                                "spire also accepts the SVID "
+                                "spiffe://shasta/ncn/<xname>/workload/sbps-marshal.",
+                                kind="path")
     token_svid_pattern: str = opt("", "Regular expression selecting the SVID id in SPIRE "
                                   "JSON output; empty takes the first.")
     verify_tls: bool = opt(True, "Verify the IMS server certificate.")
-    ca_bundle: str = opt("", "CA bundle file for IMS; empty uses the system store.",
-                         kind="path")
+    ca_bundle: str = opt("", "CA bundle file for IMS; empty uses the system store. On a CSM "
+                         "worker the platform CA is "
+                         "/etc/pki/trust/anchors/platform-ca-certs.crt.", kind="path")
     label_key: str = opt("sbps-project", "Metadata key whose value \"true\" labels an image.")
     untagged: Untagged = opt(Untagged.SKIP, "Records with no metadata at all: skip them, or "
                              "project them as the field agent did.")
@@ -142,7 +157,11 @@ class S3Config(_Section):
 class StageConfig(_Section):
     cache_dir: str = opt("/var/lib/sbps/cache", "Directory of verified image files.",
                          kind="path")
-    max_bytes: int = opt(0, "Cache budget; 0 = no limit.", kind="size", min=0)
+    max_bytes: int = opt(0, "Cache budget; 0 = no fixed budget (keep_free still applies).",
+                         kind="size", min=0)
+    keep_free: float = opt(0.1, "Fraction of the cache file system's size that staging "
+                           "leaves free: an image is staged only if the file system keeps "
+                           "this much free after it. 0 turns the floor off.", min=0, max=0.9)
     concurrency: int = opt(2, "Images downloaded at once.", min=1, max=64)
     # These two keep their released names; in the code a ranged GET is a *chunk*
     # (``chunk_size``) and ``part_size`` is always an object's multipart part size.
@@ -305,7 +324,6 @@ class Config:
 
 #: The field agent's variables that have no direct equivalent, and what replaces them.
 DEPRECATED_ENV = {
-    "SPIRE_": "catalog.auth = \"command\" with catalog.token_command",
     "TARGETCLI_BIN": "nothing: sbps drives LIO through rtslib, not targetcli processes",
     "SQUASHFS_S3FS_MOUNT": "stage.cache_dir: sbps exports verified local copies, not s3fs",
 }

@@ -169,8 +169,9 @@ def _staging_stats(stager: Stager) -> StagingStats:
 
 
 def _cache_stats(stager: Stager) -> CacheStats:
-    used, budget = stager.usage()
-    return CacheStats(used_bytes=used, budget_bytes=budget)
+    st = stager.status()
+    return CacheStats(used_bytes=st.cache_used, budget_bytes=st.cache_budget,
+                      full=st.cache_full)
 
 
 def _store_verdict(claims: ClaimRegistry) -> Callable[[], str] | None:

@@ -20,6 +20,7 @@ from sbps.core.decode import DecodeError, loads
 from sbps.core.errors import UpstreamPermanentError, UpstreamTemporaryError
 from sbps.core.interfaces import AlwaysOpen, Gate
 from sbps.core.rejections import Rejections
+from sbps.publish.kubeconfig import Kubeconfig
 
 #: The largest Node object read from the Kubernetes API.
 MAX_NODE = 4 * 2**20
@@ -40,8 +41,10 @@ class FileGate:
 class K8sLabelGate:
     """Serve while this worker's Kubernetes node carries the label (``iscsi=sbps``).
 
-    Reads ``GET /api/v1/nodes/<hostname>`` with the service-account (or kubeconfig) bearer
-    token, re-read on every call so a rotated token is picked up.
+    Reads ``GET /api/v1/nodes/<hostname>`` with the service-account bearer token, re-read on
+    every call so a rotated token is picked up; or, with ``node.k8s_kubeconfig``, as
+    ``kubectl --kubeconfig`` does (the field agent: /etc/kubernetes/admin.conf, a client
+    certificate), the file re-read when it changes.
     """
 
     name = "k8s-label"
@@ -54,9 +57,11 @@ class K8sLabelGate:
             raise UpstreamPermanentError(f"node.gate_label {cfg.gate_label!r}: expected "
                                          "key=value", code="config")
         self.key, self.value = key, value
-        self.url = f"{cfg.k8s_api.rstrip('/')}/api/v1/nodes/{hostname}"
+        self.path = f"/api/v1/nodes/{hostname}"
+        self.url = f"{cfg.k8s_api.rstrip('/')}{self.path}"
         self.token_file = cfg.k8s_token_file
         self.ca_file = cfg.k8s_ca_file
+        self.kubeconfig = Kubeconfig(cfg.k8s_kubeconfig) if cfg.k8s_kubeconfig else None
         self.timeout = timeout
 
     def _ssl(self) -> ssl.SSLContext | bool:
@@ -64,17 +69,29 @@ class K8sLabelGate:
             return False
         return ssl.create_default_context(cafile=self.ca_file or None)
 
-    async def is_open(self) -> bool:
+    def _request(self) -> tuple[str, dict[str, str], ssl.SSLContext | bool]:
+        """The URL, headers and TLS of the next request."""
+        headers = {"Accept": "application/json"}
+        if self.kubeconfig is not None:
+            access = self.kubeconfig.access()
+            if access.token:
+                headers["Authorization"] = f"Bearer {access.token}"
+            return f"{access.server}{self.path}", headers, access.ssl
         try:
             token = Path(self.token_file).read_text().strip()
         except OSError as exc:
             raise UpstreamTemporaryError(f"gate: cannot read node.k8s_token_file "
                                          f"{self.token_file}: {exc.strerror}") from exc
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        headers["Authorization"] = f"Bearer {token}"
+        return self.url, headers, self._ssl()
+
+    async def is_open(self) -> bool:
+        url, headers, tls = self._request()
+        self.url = url
         try:
             async with aiohttp.ClientSession(
                     timeout=aiohttp.ClientTimeout(total=self.timeout)) as session, \
-                    session.get(self.url, headers=headers, ssl=self._ssl()) as resp:
+                    session.get(self.url, headers=headers, ssl=tls) as resp:
                 if resp.status in (401, 403, 404):
                     raise UpstreamPermanentError(f"gate: GET {self.url}: HTTP {resp.status}",
                                                  code="k8s_refused")

@@ -52,6 +52,7 @@ class StagingStats:
 class CacheStats:
     used_bytes: int
     budget_bytes: int  # 0: no limit
+    full: bool = False  # an image waits for room within the budget
 
 
 def _histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
@@ -325,8 +326,11 @@ class SbpsCollector(Collector):
             c = self._cache()
             yield GaugeMetricFamily("sbps_cache_used_bytes", "Bytes of verified cache files.",
                                     value=c.used_bytes)
-            yield GaugeMetricFamily("sbps_cache_budget_bytes", "Cache budget (0: no limit).",
-                                    value=c.budget_bytes)
+            yield GaugeMetricFamily("sbps_cache_budget_bytes", "Cache budget now: the lower "
+                                    "of stage.max_bytes and what stage.keep_free leaves "
+                                    "(0: no limit).", value=c.budget_bytes)
+            yield GaugeMetricFamily("sbps_cache_full", "1 while an image waits because the "
+                                    "cache budget binds.", value=int(c.full))
         if self._sessions is not None:
             fam = GaugeMetricFamily("sbps_sessions", "Logged-in iSCSI sessions per target.",
                                     labels=["target"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -439,5 +440,32 @@ async def test_pe_reupload_under_the_same_digest_waits_until_unexported(
         assert Path(first.path).read_bytes() == old
         second = await stager.stage(img)
         assert second.path == first.path and Path(second.path).read_bytes() == new
+    finally:
+        await stager.aclose()
+
+
+async def test_keep_free_binds_with_one_line_and_a_status(
+        s3: S3, s3_client: Any, s3_bucket: str, cache_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """stage.keep_free = 0.9 on this machine's disk (far less than 90 % free): nothing is
+    staged, the failure names stage.keep_free, the status says the budget binds, and one
+    line is logged however many images wait; lowering the floor lets them through."""
+    body = body_of(2 * MIB, seed=40)
+    imgs = [image(s3_bucket, f"k{n}/rootfs", put_single(s3_client, s3_bucket, f"k{n}/rootfs",
+                                                        body), len(body)) for n in range(2)]
+    stager = Stager(stage_cfg(cache_dir, keep_free=0.9), s3)
+    try:
+        with caplog.at_level(logging.INFO, "sbps.sources.stager.service"):
+            for img in imgs * 2:
+                with pytest.raises(CacheFull, match="stage.keep_free") as err:
+                    await stager.stage(img)
+                assert err.value.code == "cache_full"
+        assert stager.status().cache_full and 0 < stager.usage()[1] < 2 * MIB
+        assert sum("budget reached" in r.getMessage() for r in caplog.records) == 1
+        assert not any(p.name.endswith(".part") for p in cache_dir.iterdir())
+        # negative control: the same stager logic with no floor stages them
+        stager.cfg = stage_cfg(cache_dir, keep_free=0.0)
+        await stager.stage(imgs[0])
+        assert not stager.status().cache_full and stager.usage()[1] == 0
     finally:
         await stager.aclose()

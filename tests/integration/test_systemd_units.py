@@ -105,3 +105,22 @@ def test_tgt_dropin_verifies(fake_root: Path) -> None:
     s = settings(ROOT / "systemd/tgtd-sbps.conf")
     assert s["Before"] == ["sbps-marshal.service"]
     assert s["ExecStartPost"][0].startswith("-/usr/bin/sbpsctl reconcile")
+
+
+def test_site_drop_in_keeps_working(fake_root: Path) -> None:
+    """A site's drop-in for the field agent's unit (/etc/systemd/system/sbps-marshal.service.d/)
+    applies to sbps's unit of the same name, installed where the RPM puts it. Negative
+    control: a drop-in that points ExecStart at the field agent's program (gone with its
+    package; docs/upgrade.md) fails the same verification, so drop-ins are read."""
+    shutil.copy(ROOT / "systemd/sbps-marshal.service", fake_root / "usr/lib/systemd/system/")
+    drop_ins = fake_root / "etc/systemd/system/sbps-marshal.service.d"
+    drop_ins.mkdir(parents=True)
+    (drop_ins / "site.conf").write_text(
+        "[Service]\nEnvironment=SBPS_MARSHAL_IMS_TAGGING=false\n"
+        "Environment=SBPS_MARSHAL_SPIRE_JWT_AUDIENCE=system-compute\nRestartSec=180s\n")
+    result = verify(fake_root, "sbps-marshal.service")
+    assert result.returncode == 0, result.stderr
+    field = "/usr/lib/sbps-marshal/bin/sbps-marshal"
+    (drop_ins / "exec.conf").write_text(f"[Service]\nExecStart=\nExecStart={field}\n")
+    result = verify(fake_root, "sbps-marshal.service")
+    assert result.returncode != 0 and field in result.stderr, result.stderr

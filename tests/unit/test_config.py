@@ -70,7 +70,7 @@ def test_new_name_wins_over_alias() -> None:
     assert any("SCAN_FREQUENCY is ignored" in w for w in loaded.warnings)
 
 
-@pytest.mark.parametrize("name", ["SPIRE_JWT_AUDIENCE", "TARGETCLI_BIN", "SQUASHFS_S3FS_MOUNT"])
+@pytest.mark.parametrize("name", ["TARGETCLI_BIN", "SQUASHFS_S3FS_MOUNT"])
 def test_retired_agent_variables_warn_with_replacement(name: str) -> None:
     loaded = load(None, env={f"SBPS_MARSHAL_{name}": "x"})
     (warning,) = loaded.warnings

@@ -10,6 +10,7 @@ a raw JWT or SPIRE's JSON output, a list of protobuf messages such as
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from sbps.config.choices import CatalogAuth
 from sbps.core.decode import DecodeError, jwt_payload, loads
 from sbps.core.errors import ConfigError, UpstreamPermanentError, UpstreamTemporaryError
 from sbps.core.rejections import Rejections
+from sbps.sources.catalog import spire
 
 log = logging.getLogger(__name__)
 
@@ -155,26 +157,32 @@ class _Cached:
 class TokenCommand:
     """Runs a command that prints a token; caches it until shortly before its ``exp``."""
 
-    def __init__(self, command: str, audience: str, svid_pattern: str = "", *,
-                 timeout: float = 10.0, clock: Callable[[], float] = time.time,
+    def __init__(self, command: str | list[str], audience: str,
+                 svid_pattern: str | Callable[[], str] = "", *, timeout: float = 10.0,
+                 clock: Callable[[], float] = time.time,
                  rejections: Rejections | None = None) -> None:
+        """``command`` is a shell-like string (``{audience}`` substituted per word) or an
+        argument list taken as it is; ``svid_pattern`` a pattern or a function giving the
+        pattern of each fetch."""
         self.rejections = rejections or Rejections()
         try:
-            words = shlex.split(command)
+            words = shlex.split(command) if isinstance(command, str) else list(command)
         except ValueError as exc:
             raise ConfigError("catalog.token_command", command,
                               f"not a valid command: {exc}") from None
         if not words:
             raise ConfigError("catalog.token_command", command, "a command is required")
-        if svid_pattern:
+        if isinstance(svid_pattern, str) and svid_pattern:
             try:
                 re.compile(svid_pattern)
             except re.error as exc:
                 raise ConfigError("catalog.token_svid_pattern", svid_pattern,
                                   f"not a regular expression: {exc}") from None
         # Substitute per word, after splitting, so an audience never becomes extra words.
-        self.argv = [w.replace("{audience}", audience) for w in words]
+        self.argv = ([w.replace("{audience}", audience) for w in words]
+                     if isinstance(command, str) else words)
         self.svid_pattern = svid_pattern
+        self.what = f"catalog.token_command {self.argv[0]}"
         self.timeout = timeout
         self._clock = clock
         self._cached: _Cached | None = None
@@ -197,8 +205,13 @@ class TokenCommand:
     def invalidate(self) -> None:
         self._cached = None
 
+    def pattern(self) -> str:
+        """The SVID pattern of this fetch."""
+        p = self.svid_pattern
+        return p if isinstance(p, str) else p()
+
     async def _run(self) -> str:
-        what = f"catalog.token_command {self.argv[0]}"
+        what = self.what
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -220,7 +233,7 @@ class TokenCommand:
                 f"{what}: exited with {proc.returncode}: {tail[0][:200]}",
                 code="token_unavailable")
         try:
-            token = select_token(out.decode("utf-8", "replace"), self.svid_pattern)
+            token = select_token(out.decode("utf-8", "replace"), self.pattern())
         except ValueError as exc:
             if isinstance(exc.__cause__, DecodeError):
                 self.rejections.reject("token", exc.__cause__)
@@ -239,4 +252,10 @@ def make_auth(cfg: CatalogConfig, rejections: Rejections | None = None) -> Token
     if cfg.auth is CatalogAuth.COMMAND:
         return TokenCommand(cfg.token_command, cfg.token_audience, cfg.token_svid_pattern,
                             timeout=cfg.timeout, rejections=rejections)
+    if cfg.auth is CatalogAuth.SPIRE:
+        token = TokenCommand(spire.agent_argv(cfg), cfg.token_audience,
+                             functools.partial(spire.svid_pattern, cfg.spire_xname_file),
+                             timeout=cfg.timeout, rejections=rejections)
+        token.what = f"catalog.spire_agent {cfg.spire_agent}"
+        return token
     return NoAuth()

@@ -55,13 +55,31 @@ def images_url(cfg: CatalogConfig) -> str:
     return f"{cfg.api_gateway.rstrip('/')}/{cfg.ims_uri.strip('/')}"
 
 
+#: Where the platform CA reaches a CSM node: cloud-init writes it from BSS meta-data
+#: (``Global."ca-certs".trusted``) and runs update-ca-certificates, so it is in the system
+#: store too; a cert error names it as what to set.
+PLATFORM_CA = "/etc/pki/trust/anchors/platform-ca-certs.crt"
+
+
 def ssl_context(cfg: CatalogConfig) -> ssl.SSLContext | bool:
     """TLS verification is on by default; ``ca_bundle`` replaces the system store."""
     if not cfg.verify_tls:
         return False
-    if cfg.ca_bundle:
-        return ssl.create_default_context(cafile=cfg.ca_bundle)
+    if cfg.ca_bundle and cfg.api_gateway.startswith("https://"):
+        try:
+            return ssl.create_default_context(cafile=cfg.ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise ImsUnavailable(f"catalog.ca_bundle {cfg.ca_bundle}: cannot load: {exc}",
+                                 code="ims_tls") from exc
     return True
+
+
+def tls_hint(cfg: CatalogConfig, exc: BaseException) -> str:
+    """One line for an IMS certificate that did not verify: what to set."""
+    store = f"catalog.ca_bundle {cfg.ca_bundle}" if cfg.ca_bundle else "the system store"
+    return (f"IMS certificate not verified with {store} ({exc}): set catalog.ca_bundle "
+            f"(SBPS_MARSHAL_CATALOG_CA_BUNDLE) to the CA that signed {cfg.api_gateway}; on "
+            f"a CSM worker {PLATFORM_CA}")
 
 
 def check_id(image_id: str) -> str:
@@ -88,6 +106,8 @@ class ImsClient:
         self.backoff_max = backoff_max
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
+        # The certificate hint is logged once per run of failures, not on every retry.
+        self._tls_logged = False
 
     async def __aenter__(self) -> ImsClient:
         return self
@@ -189,9 +209,16 @@ class ImsClient:
                                                    headers=headers) as resp:
                 status = resp.status
                 raw = await _read_body(resp.content, _MAX_BODY + 1)
+        except aiohttp.ClientConnectorCertificateError as exc:
+            if not self._tls_logged:
+                self._tls_logged = True
+                log.error(tls_hint(self.cfg, exc.certificate_error), extra={"url": url})
+            raise ImsUnavailable(f"{what}: certificate not verified: "
+                                 f"{exc.certificate_error}", code="ims_tls") from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             raise ImsUnavailable(f"{what}: {reason}") from exc
+        self._tls_logged = False
         if status >= 500:
             raise ImsUnavailable(f"{what}: HTTP {status}: {_snippet(raw)}")
         if status >= 400:

@@ -69,7 +69,8 @@ def used_bytes(files: Collection[CacheFile], in_flight: Mapping[str, int]) -> in
 
 def choose_victims(files: Collection[CacheFile], *, budget: int, need: int,
                    keep: Collection[str], in_flight: Mapping[str, int],
-                   last_used: Mapping[str, float], what: str) -> list[CacheFile]:
+                   last_used: Mapping[str, float], what: str,
+                   hint: str = "raise stage.max_bytes or retire images") -> list[CacheFile]:
     """The files to delete so ``need`` more bytes fit in ``budget``: quarantined files
     first, then abandoned partial downloads and cache files by least recent use. Files in
     ``keep`` (in use) or being written are never chosen. Raises CacheFull, choosing
@@ -108,7 +109,7 @@ def choose_victims(files: Collection[CacheFile], *, budget: int, need: int,
         raise CacheFull(
             f"{what} needs {need} bytes but the cache has {budget - used} of {budget} "
             f"bytes free ({used} used, {in_use} by images in use, "
-            f"{free - (budget - used)} evictable): raise stage.max_bytes or retire images",
+            f"{free - (budget - used)} evictable): {hint}",
             needed=need, free=max(0, budget - used))
     return victims
 

@@ -30,10 +30,10 @@ from sbps.core.errors import (
 from sbps.core.identity import digest as key_digest
 from sbps.core.model import CacheEntry, DesiredImage, Problem
 from sbps.sources.s3 import S3
-from sbps.sources.stager import cache
+from sbps.sources.stager import budget, cache
 from sbps.sources.stager.check import check_dir, rehash
 from sbps.sources.stager.download import Download, DownloadOutcome, fetch_all, thread_done
-from sbps.sources.stager.errors import NoSpace, StageConflict
+from sbps.sources.stager.errors import CacheFull, NoSpace, StageConflict
 from sbps.sources.stager.hashing import VerifyPlan, etag_parts, make_plan
 from sbps.sources.stager.layout import Layout, check_digest
 from sbps.sources.stager.records import Record, read_record
@@ -93,12 +93,14 @@ class Stager:
         return self.layout.digest_of(path)
 
     def usage(self) -> tuple[int, int]:
-        """(bytes used, budget); budget 0 means no limit."""
-        return cache.used_bytes(cache.scan(self.layout), self._in_flight), self.cfg.max_bytes
+        """(bytes used, budget now); budget 0 means no limit."""
+        files = cache.scan(self.layout)
+        return (cache.used_bytes(files, self._in_flight),
+                budget.now(self.cfg, self.layout.root, files).limit)
 
     def status(self) -> StageStatus:
-        used, budget = self.usage()
-        return self._counters.snapshot(used, budget, len(self._records))
+        used, limit = self.usage()
+        return self._counters.snapshot(used, limit, len(self._records))
 
     def touch(self, digest: str) -> None:
         """Mark a cache file as used now (least-recently-used eviction)."""
@@ -224,11 +226,22 @@ class Stager:
 
     def _reserve(self, digest: str, size: int, in_use: set[str], name: str) -> None:
         """Hold room for a download, evicting unused files if the budget requires."""
-        if self.cfg.max_bytes:
-            files = cache.scan(self.layout)
-            have = sum(f.size for f in files if f.kind == "partial" and f.digest == digest)
+        files = cache.scan(self.layout)
+        have = sum(f.size for f in files if f.kind == "partial" and f.digest == digest)
+        try:
             self._evict(files, in_use | {digest}, max(0, size - have),
                         f"image {name} ({digest}, {size} bytes)")
+        except CacheFull as exc:
+            if not self._counters.cache_full:
+                # One line when the budget starts to bind; each image's failure says more.
+                log.error("cache budget reached, images wait: %s", exc, extra={
+                    "digest": digest, "image": name, "action": "stage", "code": exc.code})
+            self._counters.cache_full = True
+            raise
+        if self._counters.cache_full:
+            log.info("cache budget has room again", extra={"digest": digest, "image": name,
+                                                           "action": "stage"})
+        self._counters.cache_full = False
         self._in_flight[digest] = size
         with self._counters.lock:
             self._counters.progress[digest] = InFlight(digest, size, 0, self._clock())
@@ -237,8 +250,6 @@ class Stager:
         """Make ``need`` bytes free within the budget by deleting the least recently used
         files that back no LUN in ``in_use``; returns the evicted digests. Raises
         CacheFull (evicting nothing) when that cannot be done."""
-        if not self.cfg.max_bytes:
-            return []
         return self._evict(cache.scan(self.layout), set(in_use), need, f"{need} bytes")
 
     def _evict(self, files: list[cache.CacheFile], in_use: set[str], need: int,
@@ -246,9 +257,13 @@ class Stager:
         now = self._clock()
         for digest in in_use:
             self._last_used[digest] = now
-        victims = cache.choose_victims(files, budget=self.cfg.max_bytes, need=need,
+        limit = budget.now(self.cfg, self.layout.root, files)
+        if not limit.limit:
+            return []
+        victims = cache.choose_victims(files, budget=limit.limit, need=need,
                                        keep=in_use, in_flight=self._in_flight,
-                                       last_used=self._last_used, what=what)
+                                       last_used=self._last_used, what=what,
+                                       hint=limit.hint(self.cfg, self.layout.root))
         cache.remove(self.layout, victims)
         gone = sorted({v.digest for v in victims if v.kind == "final"})
         for digest in gone:

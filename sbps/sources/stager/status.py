@@ -38,6 +38,9 @@ class StageStatus:
     cache_used: int
     cache_budget: int
     cache_files: int
+    #: An image waits because the budget binds (set by its CacheFull, cleared by the next
+    #: reservation that fits).
+    cache_full: bool
 
 
 @dataclass
@@ -52,6 +55,7 @@ class StagingCounters:
     quarantined: int = 0
     rehashed_bytes: int = 0
     rehash_running: bool = False
+    cache_full: bool = False
     progress: dict[str, InFlight] = field(default_factory=dict)
     durations: deque[tuple[str, float]] = field(default_factory=lambda: deque(maxlen=32))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,4 +75,5 @@ class StagingCounters:
                 self.bytes_downloaded, self.downloads_ok, tuple(sorted(self.failures.items())),
                 self.best_effort, self.retries, self.evicted_files, self.evicted_bytes,
                 self.quarantined, self.rehashed_bytes, self.rehash_running,
-                tuple(self.progress.values()), tuple(self.durations), used, budget, files)
+                tuple(self.progress.values()), tuple(self.durations), used, budget, files,
+                self.cache_full)
