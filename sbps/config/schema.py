@@ -24,6 +24,7 @@ from sbps.config.choices import (
     LogLevel,
     PeImages,
     PeMode,
+    Rules,
     S3Proto,
     Untagged,
     Untenanted,
@@ -112,6 +113,10 @@ class CatalogConfig(_Section):
     label_key: str = opt("sbps-project", "Metadata key whose value \"true\" labels an image.")
     untagged: Untagged = opt(Untagged.SKIP, "Records with no metadata at all: skip them, or "
                              "project them as the field agent did.")
+    rules: Rules = opt(Rules.STRICT, "Which records and PE objects are projected: strict, or "
+                       "field (the field agent's set: every object under PE/, the last rootfs "
+                       "artifact with a path and an etag, labels exactly \"true\", records "
+                       "without metadata projected; untagged is then ignored). docs/upgrade.md.")
     pe: PeImages = opt(PeImages.ALL, "PE images under PE/: all of them, only those labelled "
                        "in IMS, or none.")
     refresh: float = opt(600.0, "Slow refresh that re-checks objects for deletion or "
