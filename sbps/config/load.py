@@ -260,11 +260,9 @@ def _field_bool(name: str, key: Key, text: str, warnings: list[str]) -> str:
     ``if KV['IMS_TAGGING'] == "true"``), so ``True``, ``1`` or ``yes`` select what the
     field selected. Said once at start where sbps's own reading would differ."""
     value = "true" if text == "true" else "false"
-    if text.strip().lower() in ("1", "true", "yes", "on"):
-        if value == "false":
-            warnings.append(f"{name}={text!r} means false, as it did for the field agent "
-                            f"(only exactly 'true' is true); set {key.env} to choose "
-                            "otherwise")
+    if text.strip().lower() in ("1", "true", "yes", "on") and value == "false":
+        warnings.append(f"{name}={text!r} means false, as it did for the field agent (only "
+                        f"exactly 'true' is true); set {key.env} to choose otherwise")
     return value
 
 

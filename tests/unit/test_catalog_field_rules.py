@@ -1,9 +1,10 @@
 """catalog.rules = "field" selects what the field agent selected, difference by difference.
 
 Each table runs the same inputs through sbps's rule and through the field agent's own
-expressions, transcribed from Cray-HPE/sbps-marshal (``marshal/bin/agent.py``, ``main()``;
-``marshal/lib/config.py``), and checks that they agree under the field rules; the strict
-rules are checked to differ where docs/upgrade.md says they do (so each table can fail).
+expressions (``tests/fixtures/field_agent.py``, transcribed from Cray-HPE/sbps-marshal's
+``marshal/bin/agent.py`` and ``marshal/lib/config.py``), and checks that they agree under
+the field rules; the strict rules are checked to differ where docs/upgrade.md says they do
+(so each table can fail).
 """
 
 from __future__ import annotations
@@ -19,47 +20,14 @@ from sbps.config.choices import Rules
 from sbps.core.model import ArtifactType, Manifest, Problem, S3Url
 from sbps.sources.catalog.parse import parse_manifest, record_metadata
 from sbps.sources.catalog.rules import decide, is_pe_object
+from tests.fixtures.field_agent import is_pe as field_is_pe
+from tests.fixtures.field_agent import projects_record as field_projects_record
+from tests.fixtures.field_agent import rootfs as field_rootfs
+from tests.fixtures.field_agent import tagging as field_tagging
 
 ROOTFS = ArtifactType.ROOTFS.value
 FIELD = replace(CatalogConfig(), rules=Rules.FIELD)
 STRICT = CatalogConfig()
-
-
-# The field agent's expressions --------------------------------------------------------
-
-def field_projects_record(image: dict[str, Any], tagging: bool = True) -> bool:
-    """agent.py, "Rootfs Image Synchronization Logic": the IMS_TAGGING block."""
-    if tagging:
-        if "metadata" in image.keys():
-            if "sbps-project" not in image["metadata"].keys():
-                return False
-            if image["metadata"]["sbps-project"] != "true":
-                return False
-    return True
-
-
-def field_rootfs(manifest: dict[str, Any]) -> tuple[str, str] | None:
-    """agent.py: the loop over manifest["artifacts"] keeps the last qualifying artifact."""
-    path = etag = None
-    for artifact in manifest["artifacts"]:
-        if artifact["type"] == ROOTFS and \
-                "link" in artifact and artifact["link"] is not None and \
-                "path" in artifact["link"] and "etag" in artifact["link"]:
-            path = artifact["link"]["path"]
-            etag = artifact["link"]["etag"]
-    if path is None or etag is None:
-        return None
-    return path, etag
-
-
-def field_is_pe(key: str) -> bool:
-    """agent.py, "Programming Environment Image Synchronization Logic"."""
-    return key.startswith("PE/")
-
-
-def field_tagging(value: str | None) -> bool:
-    """config.py: IMS_TAGGING is true only when it is exactly "true"; unset is true."""
-    return True if value is None else value == "true"
 
 
 # Labels ------------------------------------------------------------------------------
