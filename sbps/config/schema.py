@@ -262,6 +262,13 @@ class HttpConfig(_Section):
                                "the reconciler's reserve.", min=8, max=60000)
     max_long_polls: int = opt(128, "Long polls (?wait) waiting at once; beyond it 503. At "
                               "most half of max_connections.", min=1, max=30000)
+    textfile_path: str = opt("/var/lib/node_exporter/sbps_iscsi.prom", "Where the field's "
+                             "four iscsi_* metrics are written for node-exporter's textfile "
+                             "collector (the directory the field's metrics were read from); "
+                             "empty: not written. docs/upgrade.md.", kind="path")
+    textfile_interval: float = opt(30.0, "Shortest time between two writes of textfile_path "
+                                   "(it is written after passes).", kind="duration", min=1,
+                                   max=3600)
     header_timeout: float = opt(10.0, "Time a client has to send a complete request (and "
                                 "idle time of a kept-alive connection) before it is closed.",
                                 kind="duration", min=0.5, max=300)
