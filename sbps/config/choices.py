@@ -41,6 +41,13 @@ class Untagged(enum.StrEnum):
     PROJECT = "project"
 
 
+class Rules(enum.StrEnum):
+    """``catalog.rules``: which IMS records and PE objects are projected (docs/upgrade.md)."""
+
+    STRICT = "strict"
+    FIELD = "field"
+
+
 class PeImages(enum.StrEnum):
     """``catalog.pe``: which PE images under PE/ are projected."""
 
@@ -93,5 +100,5 @@ class DnsMode(enum.StrEnum):
 
 
 __all__ = ["AccessMode", "Allocation", "BackendKind", "CatalogAuth", "DnsMode", "GateMode",
-           "LogFormat", "LogLevel", "PeImages", "PeMode", "S3Proto", "Untagged",
+           "LogFormat", "LogLevel", "PeImages", "PeMode", "Rules", "S3Proto", "Untagged",
            "Untenanted", "Verify"]

@@ -240,7 +240,9 @@ def _read_env(env: Mapping[str, str], by_key: dict[str, Key], values: dict[str, 
             if key.env in env:
                 warnings.append(f"{name} is ignored: {key.env} is also set and wins")
                 continue
-            _set(values, sources, key, env[name], f"env {name}", from_env=True, errors=errors)
+            raw = _field_bool(name, key, env[name], warnings) if key.type is bool \
+                else env[name]
+            _set(values, sources, key, raw, f"env {name}", from_env=True, errors=errors)
             continue
         rest = name[len(ENV_PREFIX):]
         for old, replacement in DEPRECATED_ENV.items():
@@ -250,6 +252,18 @@ def _read_env(env: Mapping[str, str], by_key: dict[str, Key], values: dict[str, 
         else:
             warnings.append(f"{name} is not a known setting and is ignored"
                             + _suggest(name, sorted(by_env)))
+
+
+def _field_bool(name: str, key: Key, text: str, warnings: list[str]) -> str:
+    """A field agent's boolean variable means what it meant to the field agent: exactly
+    ``true`` is true, any other text false (``marshal/lib/config.py``, IMS_TAGGING:
+    ``if KV['IMS_TAGGING'] == "true"``), so ``True``, ``1`` or ``yes`` select what the
+    field selected. Said once at start where sbps's own reading would differ."""
+    value = "true" if text == "true" else "false"
+    if text.strip().lower() in ("1", "true", "yes", "on") and value == "false":
+        warnings.append(f"{name}={text!r} means false, as it did for the field agent (only "
+                        f"exactly 'true' is true); set {key.env} to choose otherwise")
+    return value
 
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

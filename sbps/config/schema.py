@@ -24,6 +24,7 @@ from sbps.config.choices import (
     LogLevel,
     PeImages,
     PeMode,
+    Rules,
     S3Proto,
     Untagged,
     Untenanted,
@@ -127,6 +128,10 @@ class CatalogConfig(_Section):
     label_key: str = opt("sbps-project", "Metadata key whose value \"true\" labels an image.")
     untagged: Untagged = opt(Untagged.SKIP, "Records with no metadata at all: skip them, or "
                              "project them as the field agent did.")
+    rules: Rules = opt(Rules.STRICT, "Which records and PE objects are projected: strict, or "
+                       "field (the field agent's set: every object under PE/, the last rootfs "
+                       "artifact with a path and an etag, labels exactly \"true\", records "
+                       "without metadata projected; untagged is then ignored). docs/upgrade.md.")
     pe: PeImages = opt(PeImages.ALL, "PE images under PE/: all of them, only those labelled "
                        "in IMS, or none.")
     refresh: float = opt(600.0, "Slow refresh that re-checks objects for deletion or "
@@ -276,6 +281,13 @@ class HttpConfig(_Section):
                                "the reconciler's reserve.", min=8, max=60000)
     max_long_polls: int = opt(128, "Long polls (?wait) waiting at once; beyond it 503. At "
                               "most half of max_connections.", min=1, max=30000)
+    textfile_path: str = opt("/var/lib/node_exporter/sbps_iscsi.prom", "Where the field's "
+                             "four iscsi_* metrics are written for node-exporter's textfile "
+                             "collector (the directory the field's metrics were read from); "
+                             "empty: not written. docs/upgrade.md.", kind="path")
+    textfile_interval: float = opt(30.0, "Shortest time between two writes of textfile_path "
+                                   "(it is written after passes).", kind="duration", min=1,
+                                   max=3600)
     header_timeout: float = opt(10.0, "Time a client has to send a complete request (and "
                                 "idle time of a kept-alive connection) before it is closed.",
                                 kind="duration", min=0.5, max=300)

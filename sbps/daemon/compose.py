@@ -36,6 +36,7 @@ from sbps.publish.http.limits import Limits, LimitsCollector
 from sbps.publish.http.serve import run_http
 from sbps.publish.http.source import StatusSource
 from sbps.publish.metrics import CacheStats, SbpsCollector, StagingStats
+from sbps.publish.textfile import TextfileWriter
 from sbps.reconcile.adoption import Adoption
 from sbps.reconcile.commands import ImageLevers
 from sbps.reconcile.desired import DesiredState
@@ -222,6 +223,9 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
     registry.register(collector)
     limits = Limits.from_config(cfg.http)
     registry.register(LimitsCollector(limits))
+    textfile = TextfileWriter(cfg.http.textfile_path, cfg.http.textfile_interval,
+                              collector.compat)
+    registry.register(textfile)
     source = StatusSource(lambda: r.status, listeners=[collector.observe])
     # Boot parameters come from the snapshot the passes build, never from IMS or S3.
     boot = BootSettings(cfg.node.system_name, cfg.node.site_domain, cfg.target.iqn_prefix) \
@@ -238,3 +242,4 @@ def start_http(c: Components, supervisor: Supervisor) -> None:
                                       started=lambda port: log.info(
                                           "HTTP API on %s:%d", cfg.http.bind, port)))
     supervisor.start("http-follow", source.follow(r))
+    supervisor.start("textfile", textfile.run(r))

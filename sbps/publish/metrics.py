@@ -34,6 +34,9 @@ from sbps.reconcile.status import Status
 PASS_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 EXPORT_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 REJECTED = frozenset(CODES)
+#: The field's metric names that node-exporter served (docs/upgrade.md).
+COMPAT_NAMES = ("iscsi_read_mbytes", "iscsi_read_rate", "iscsi_rootfs_lun_cnt",
+                "iscsi_pe_lun_cnt")
 _WAITING = (ImageState.DISCOVERED, ImageState.STAGING, ImageState.STAGED, ImageState.FAILED)
 
 
@@ -208,11 +211,23 @@ class SbpsCollector(Collector):
                 out[index] = (now.commands - old.commands) / (t1 - t0)
         return out
 
-    def _field(self, status: Status, rates: Mapping[int, float]) -> Iterator[Metric]:
+    def compat(self) -> list[Metric]:
+        """The field's four ``iscsi_*`` families for node-exporter's textfile collector
+        (``sbps.publish.textfile``), labelled ``lun="lun_<id>"``: the configfs name the
+        field's metrics carried, which the site's dashboard selects (``lun=~"lun.*"``)."""
+        status = self._source()
+        self.observe(status)
+        with self._lock:
+            rates = self._rates()
+        return [m for m in self._field(status, rates, lun=configfs_lun)
+                if m.name in COMPAT_NAMES]
+
+    def _field(self, status: Status, rates: Mapping[int, float],
+               lun: Callable[[int], str] = str) -> Iterator[Metric]:
         """The field agent's names, kept so existing dashboards keep working."""
         by_name = {s.name: s.image for s in status.images if s.image is not None}
         target = status.target
-        luns = sorted(target.luns, key=lambda lun: lun.index) if target else []
+        luns = sorted(target.luns, key=lambda entry: entry.index) if target else []
         mbytes = GaugeMetricFamily("iscsi_read_mbytes", "MiB read from a LUN since it was "
                                    "created.", labels=["lun", "key", "ims_id"])
         rate = GaugeMetricFamily("iscsi_read_rate", "Commands per second on a LUN between "
@@ -224,18 +239,19 @@ class SbpsCollector(Collector):
         cmds_total = CounterMetricFamily("sbps_lun_commands", "SCSI commands on a LUN since "
                                          "it was created.", labels=["lun", "key", "ims_id"])
         kinds: Counter[ImageKind] = Counter()
-        for lun in luns:
-            img = by_name.get(lun.storage_object)
+        for entry in luns:
+            img = by_name.get(entry.storage_object)
             if img is not None:
                 kinds[img.kind] += 1
-            labels = [str(lun.index), lun.storage_object, (img.ims_id or "") if img else ""]
-            st = status.stats.get(lun.index)
+            labels = [lun(entry.index), entry.storage_object,
+                      (img.ims_id or "") if img else ""]
+            st = status.stats.get(entry.index)
             if st is not None:
                 mbytes.add_metric(labels, st.read_bytes / 2**20)
                 read_total.add_metric(labels, st.read_bytes)
                 cmds_total.add_metric(labels, st.commands)
-            if lun.index in rates:
-                rate.add_metric(labels, rates[lun.index])
+            if entry.index in rates:
+                rate.add_metric(labels, rates[entry.index])
         yield mbytes
         yield rate
         yield read_total
@@ -345,6 +361,11 @@ class SbpsCollector(Collector):
             for state in ("ok", "refused", "unknown"):
                 fam.add_metric([state], int(state == now))
             yield fam
+
+
+def configfs_lun(index: int) -> str:
+    """A LUN as configfs names it (``.../tpgt_1/lun/lun_0``), the field's ``lun`` label."""
+    return f"lun_{index}"
 
 
 def _dns_result(status: Status) -> str:

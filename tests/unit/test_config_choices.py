@@ -26,7 +26,7 @@ def test_every_key_with_choices_is_an_enum_and_nothing_else_is() -> None:
         if is_enum:
             assert k.choices == tuple(m.value for m in k.type), k.dotted
             assert isinstance(k.default, k.type), k.dotted
-    assert len(choice_keys()) == 14
+    assert len(choice_keys()) == 15
 
 
 def test_file_environment_and_flags_give_members(tmp_path: Path) -> None:

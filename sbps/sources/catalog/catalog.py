@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sbps.config import Config
-from sbps.config.choices import PeImages
+from sbps.config.choices import PeImages, Rules
 from sbps.core.decode import DecodeError
 from sbps.core.errors import InputError, SbpsError
 from sbps.core.model import ImageRecord, ObjectInfo, Problem
@@ -61,7 +61,8 @@ class Catalog:
         self.ims = ims
         self._run = S3Runner(s3, executor, concurrency)
         self.allowed = allowed_buckets(config.s3)
-        self._rootfs = RootfsTracker(self._run, self.allowed, config.target.tenant_label)
+        self._rootfs = RootfsTracker(self._run, self.allowed, config.target.tenant_label,
+                                     last_rootfs=self.cfg.rules is Rules.FIELD)
         self._pe = PeTracker(self._run, config.target.pe_identity)
         self._clock = clock
         self._listing: _Listing | None = None
@@ -148,7 +149,7 @@ class Catalog:
                 out.problems.append(metadata)
                 out.broken.add(ims_id)
                 continue
-            if not decide(metadata, self.cfg).projected:
+            if not decide(metadata, self.cfg, raw=item.get("metadata")).projected:
                 out.unlabelled.add(ims_id)
                 continue
             record = parse_record(item, index, out.warnings)
@@ -169,7 +170,8 @@ class Catalog:
             log.warning("PE/ listing failed; keeping the last known PE images: %s", exc,
                         extra={"code": exc.code})
             return False
-        self._pe_objects = {o.url.key: o for o in objects if is_pe_object(o.url, self.bucket)}
+        self._pe_objects = {o.url.key: o for o in objects
+                            if is_pe_object(o.url, self.bucket, self.cfg.rules)}
         return True
 
     def _registrations(self, listing: _Listing) -> dict[str, str]:
@@ -179,7 +181,7 @@ class Catalog:
 
     def _is_registration(self, record: ImageRecord, registered: dict[str, str]) -> bool:
         if record.manifest is not None:
-            return is_pe_object(record.manifest, self.bucket)
+            return is_pe_object(record.manifest, self.bucket, self.cfg.rules)
         # A linkless record registers a PE object by name only if that object exists.
         listed = self._pe_objects or {}
         return any(owner == record.ims_id and key in listed

@@ -224,12 +224,16 @@ def _link(obj: str, where: str, link: Any) -> tuple[S3Url, str | None] | Problem
     return url, etag
 
 
-def parse_manifest(obj: str, body: bytes | str,
-                   warnings: list[Problem] | None = None) -> Manifest | Problem:
+def parse_manifest(obj: str, body: bytes | str, warnings: list[Problem] | None = None, *,
+                   last_rootfs: bool = False) -> Manifest | Problem:
     """An image manifest with exactly one usable rootfs artifact (``obj`` is the image id).
 
     Other artifacts are kept when they parse and dropped with a warning when not: only the
-    rootfs matters to projection.
+    rootfs matters to projection. Which rootfs artifact: the first (the image is rejected
+    when it has no etag), or with ``last_rootfs`` the field agent's choice: the last one
+    whose link has both a ``path`` and an ``etag`` key (``marshal/bin/agent.py``,
+    ``main()``: its loop over ``manifest["artifacts"]`` overwrites the path and etag at
+    each such artifact), rejected when that one's etag is null.
     """
     notes: list[Problem] = [] if warnings is None else warnings
     try:
@@ -253,10 +257,16 @@ def parse_manifest(obj: str, body: bytes | str,
                        else "wrong_type")
     artifacts: list[Artifact] = []
     rootfs_seen = False
+    chosen = _field_rootfs(raw_artifacts) if last_rootfs else None
     for n, raw in enumerate(raw_artifacts):
         where = f"manifest.artifacts[{n}]"
         kind = raw.get("type") if isinstance(raw, dict) else None
         is_rootfs = kind == ArtifactType.ROOTFS.value
+        if is_rootfs and chosen is not None and n != chosen:
+            notes.append(Problem(obj, where, f"another rootfs artifact; artifacts[{chosen}] "
+                                 "(the last with a path and an etag) is used",
+                                 "extra_rootfs"))
+            continue
         if is_rootfs and rootfs_seen:
             notes.append(Problem(obj, where, "a second rootfs artifact; the first is used",
                                  "extra_rootfs"))
@@ -274,6 +284,19 @@ def parse_manifest(obj: str, body: bytes | str,
         return Problem(obj, "manifest.artifacts", f"no {ArtifactType.ROOTFS.value} artifact",
                        "no_rootfs")
     return Manifest(version=version, created=created, artifacts=tuple(artifacts))
+
+
+def _field_rootfs(raw_artifacts: list[Any]) -> int | None:
+    """The index of the field agent's rootfs artifact: the last of that type whose link is
+    an object with both keys ``path`` and ``etag`` (their values are checked later)."""
+    chosen = None
+    for n, raw in enumerate(raw_artifacts):
+        if not isinstance(raw, dict) or raw.get("type") != ArtifactType.ROOTFS.value:
+            continue
+        link = raw.get("link")
+        if isinstance(link, dict) and "path" in link and "etag" in link:
+            chosen = n
+    return chosen
 
 
 def _artifact(obj: str, where: str, raw: Any, *, strict: bool) -> Artifact | Problem:

@@ -1,4 +1,4 @@
-"""PE images: objects ``PE/<name>.squashfs`` in the image bucket.
+"""PE images: objects under ``PE/`` in the image bucket (which ones: ``rules.is_pe_object``).
 
 Owns the per-object state of PE images. The one paginated listing of ``PE/`` per pass
 (made by the catalog) says which objects exist and their etag and size; an object is

@@ -96,8 +96,10 @@ def _same(a: str, b: str) -> bool:
 
 class RootfsTracker:
     def __init__(self, run: S3Runner, allowed: Collection[str],
-                 tenant_label: str = "sbps-tenant") -> None:
+                 tenant_label: str = "sbps-tenant", *, last_rootfs: bool = False) -> None:
         self.run = run
+        self.last_rootfs = last_rootfs
+        """The field agent's choice of rootfs artifact (``parse_manifest``)."""
         self.allowed = frozenset(allowed)
         """Buckets links may point into (``sbps.sources.s3.allowed_buckets``)."""
         self.tenant_label = tenant_label
@@ -184,7 +186,8 @@ class RootfsTracker:
                                              exc.code)
             return None
         warnings: list[Problem] = []
-        manifest = parse_manifest(record.ims_id, body, warnings)
+        manifest = parse_manifest(record.ims_id, body, warnings,
+                                  last_rootfs=self.last_rootfs)
         if isinstance(manifest, Problem):
             entry.manifest_key, entry.retry_manifest = key, False
             entry.warnings = tuple(warnings)
