@@ -1,7 +1,7 @@
 """Test-suite policy: lanes by directory, no silent skips in CI, per-lane counts.
 
-Lanes are markers (unit, integration, e2e, realkernel, reliability, rgw). A test's lane comes
-from its directory unless it is marked explicitly. Under CI=true a test that would be
+Lanes are markers (unit, integration, e2e, realkernel, reliability, rgw, boot). A test's
+lane comes from its directory unless it is marked explicitly. Under CI=true a test that would be
 skipped (a component is missing) fails instead, and a lane named in SBPS_EXPECT_LANES
 that ran no test fails the run.
 """
@@ -18,9 +18,10 @@ pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.images", "tests.fixt
                   "tests.fixtures.marshal", "tests.fixtures.dns", "tests.fixtures.tgt",
                   "tests.fixtures.rgw"]
 
-LANES = ("unit", "integration", "e2e", "realkernel", "reliability", "rgw")
+LANES = ("unit", "integration", "e2e", "realkernel", "reliability", "rgw", "boot")
 _DIR_LANE = {"unit": "unit", "integration": "integration", "e2e": "e2e", "configfs":
-             "integration", "realkernel": "realkernel", "reliability": "reliability", "rgw": "rgw"}
+             "integration", "realkernel": "realkernel", "reliability": "reliability", "rgw": "rgw",
+             "boot": "boot"}
 _counts: dict[str, Counter[str]] = {lane: Counter() for lane in LANES}
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

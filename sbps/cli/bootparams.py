@@ -115,6 +115,8 @@ def _parse(args: argparse.Namespace) -> int:
                               "message": str(exc)}))
         print(f"sbpsctl bootparams: invalid {exc}", file=sys.stderr)
         return 2
+    for note in params.notes:
+        print(f"sbpsctl bootparams: warning: {note}", file=sys.stderr)
     sys.stdout.write(bootformats.to_json(params) if args.json
                      else bootformats.to_text(params))
     return 0

@@ -3,7 +3,7 @@
 Owns the comparison of several workers' ``/v1/target`` and ``/v1/images``: an image whose
 LUN id, serial or size differs between workers, an image a worker lacks, a LUN id that
 names different images on different workers, and a fleet that mixes target backends (tgt
-sets its own designators, so initiators cannot multipath across backends). Exit 1 on any
+presents the same WWID but no ALUA, so one multipath map must not mix them). Exit 1 on any
 disagreement or unreachable worker. Workers never talk to each other; this is the check.
 With no URL, the workers are the ones registered in DNS under this worker's SRV name
 (``sbps.publish.dns.peers``), each reached at its A record's address on ``http.port``.

@@ -62,6 +62,13 @@ class Designator:
     value: str
 
 
+def linux_wwid(designators: tuple[Designator, ...]) -> str:
+    """The WWID Linux derives from VPD 0x83 (``scsi_vpd_lun_id``, as ``multipath`` sees it):
+    the longest binary NAA designator of the logical unit, ``3`` + its hex; "" if none."""
+    naa = [d for d in designators if d.type == 3 and d.association == 0 and d.code_set == 1]
+    return "3" + max(naa, key=lambda d: len(d.value)).value if naa else ""
+
+
 class _Sense(ctypes.Structure):
     _fields_ = [("error_type", ctypes.c_ubyte), ("key", ctypes.c_int), ("ascq", ctypes.c_int),
                 ("flags", ctypes.c_ubyte), ("bit_pointer", ctypes.c_ubyte),
@@ -163,6 +170,9 @@ class Session:
             out.append(Designator(data[0] & 0xF, (data[1] >> 4) & 3, data[1] & 0xF, value))
             data = data[4 + n:]
         return tuple(out)
+
+    def wwid(self) -> str:
+        return linux_wwid(self.designators())
 
     def inquiry(self) -> tuple[str, str]:
         data = self._good(bytes([0x12, 0, 0, 0, 96, 0]), 96)

@@ -155,14 +155,45 @@ def test_converge_from_empty_then_a_real_initiator_boots_from_it(rig: Rig,
         refused = s.call("write_probe")
         assert (refused.key, refused.ascq) == (DATA_PROTECT, 0x2700)
         designators = s.call("designators")
-        assert img.identity.name in [d.value for d in designators if d.type == 1]
-        assert any(d.type == 3 for d in designators), "tgt's own NAA designator"
+        # One rule for both backends: the WWID a kernel initiator derives is LIO's.
+        assert s.call("wwid") == img.identity.wwid, designators
+        assert ("6001405" + img.identity.serial[:25]) in [d.value for d in designators
+                                                           if d.type == 3]
         assert rig.backend.sessions() == ("iqn.2024-01.test.sbps:initiator",)
     unpacked = tmp_path / "unpacked"
     subprocess.run(["unsquashfs", "-no-progress", "-d", str(unpacked), str(copy)],
                    check=True, capture_output=True, timeout=60)
     assert (unpacked / MARKER).read_text() == built.marker
     assert Path(path).read_bytes() == built.path.read_bytes(), "the cache file changed"
+
+
+def test_a_lun_made_with_the_legacy_mark_stays_ours_and_is_kept(rig: Rig) -> None:
+    """LUNs made before the NAA rule (``scsi_id`` = name, tgt's own NAA WWID): recognised
+    under the same name, kept as they are while planned (no action touches them), and a
+    LUN made again gets LIO's WWID."""
+    img, _, path = rig.image("legacy", 5)
+    rig.converge()
+    tid = str(next(t.tid for t in rig.adm.show() if t.name == IQN))
+    rig.adm(["--mode", "logicalunit", "--op", "delete", "--tid", tid, "--lun", "5"],
+            operation="test", obj="LUN 5")
+    ident = img.identity
+    rig.adm(["--mode", "logicalunit", "--op", "new", "--tid", tid, "--lun", "5",
+             "--bstype", "rdwr"], operation="test", obj="LUN 5")
+    rig.adm(["--mode", "logicalunit", "--op", "update", "--tid", tid, "--lun", "5",
+             "--params", f"readonly=1,removable=0,vendor_id=LIO-ORG,product_id={ident.name},"
+             f"scsi_id={ident.name},scsi_sn={ident.serial},path={path}"],
+            operation="test", obj="LUN 5")
+    state = rig.backend.read()
+    assert [(lun.index, lun.storage_object) for lun in state.luns] == [(5, ident.name)]
+    assert rig.plan().actions == (), "a legacy-marked LUN was touched"
+    with rig.session(5) as s:
+        legacy_wwid = s.call("wwid")
+    assert legacy_wwid.startswith("36") and legacy_wwid != ident.wwid, legacy_wwid
+
+    rig.backend.apply(DeleteLun(index=5, reason="test"))
+    rig.converge()
+    with rig.session(5) as s:
+        assert s.call("wwid") == ident.wwid
 
 
 def test_lun_ids_land_where_requested_and_high_ids_are_flat(rig: Rig) -> None:

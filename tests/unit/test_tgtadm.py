@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sbps.config import load
-from sbps.core.errors import ConfigError
-from sbps.target.tgt.mapping import SessionCounters, acl_args, attributes, lun_name, marked
+from sbps.core.errors import BackendError, ConfigError
+from sbps.target.tgt.mapping import (
+    SessionCounters,
+    acl_args,
+    attributes,
+    lun_name,
+    marked,
+    marked_legacy,
+    marked_wwid,
+    scsi_id,
+)
 from sbps.target.tgt.tgtadm import StatRow, TgtLun, parse_portals, parse_show, parse_stat
 
 SHOW = """\
@@ -113,6 +124,22 @@ def test_marks_names_attributes_and_acl_arguments() -> None:
     assert acl_args("ALL") == ["--initiator-address", "ALL"]
     assert acl_args("10.1.1.0/24") == ["--initiator-address", "10.1.1.0/24"]
     assert acl_args("iqn.2024-01.test:a") == ["--initiator-name", "iqn.2024-01.test:a"]
+
+
+def test_the_naa_mark_and_the_legacy_mark_are_both_ours_under_the_same_name() -> None:
+    serial = "abcdef0123456789abcdef012345678"
+    assert scsi_id(serial) == "6001405abcdef0123456789abcdef012"
+    legacy = parse_show(SHOW)[0].luns[1]
+    new = dataclasses.replace(legacy, scsi_id=scsi_id(serial))
+    assert marked_legacy(legacy) and not marked_wwid(legacy)
+    assert marked_wwid(new) and not marked_legacy(new)
+    assert lun_name(new) == lun_name(legacy) == "abcdef012345678"
+    for other in ("6001405abcdef0123456789abcdef013", "6001405", "IET     00010011",
+                  "abcdef012345679"):
+        foreign = dataclasses.replace(legacy, scsi_id=other)
+        assert not marked(foreign) and lun_name(foreign) == "tgt-lun17", other
+    with pytest.raises(BackendError, match="hex"):
+        scsi_id("beaf11")
 
 
 def test_counters_never_fall_when_a_session_logs_out() -> None:

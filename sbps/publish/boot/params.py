@@ -13,13 +13,15 @@ The path holds the colon of ``s3://``, and an IQN prefix may hold colons too, so
 is not split naively: the path is ``s3:`` plus the next token (a key holding a colon is
 refused, since neither this parser nor the field client could find where it ends), and
 the IQN prefix runs up to the SRV name, the first token that starts with ``_`` (a
-character no iSCSI name may contain).
+character no iSCSI name may contain). The grammar, its sources and the forms the boot
+services emit are documented once in docs/bootparams.md; tests/vectors/bootparams.json
+holds the vectors this parser and the initramfs module (contrib/dracut) both pass.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sbps.core import identity
 from sbps.core.errors import InputError
@@ -34,14 +36,19 @@ MAX_TIMEOUT = 86400
 NETWORKS = ("hsn", "nmn")
 OBJ = "root="
 
-_ETAG_RE = re.compile(r"^[0-9a-f]{32}(-([1-9][0-9]{0,3}|10000))?$")
+# An S3 ETag (MD5, or MD5-<parts>) in either case: the catalog exports images whose
+# manifest etag is uppercase, and the etag is copied verbatim into the identity key, so
+# its case is kept, never folded (docs/bootparams.md).
+_ETAG_RE = re.compile(r"^[0-9a-fA-F]{32}(-([1-9][0-9]{0,3}|10000))?$")
+# IQNs compare case-insensitively (RFC 3720 3.2.6.1): an uppercase prefix is accepted.
 _IQN_PREFIX_RE = re.compile(
-    r"^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[a-z0-9.-]+)*$")
+    r"^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[a-z0-9.-]+)*$",
+    re.IGNORECASE)
 _LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _SRV_RE = re.compile(r"^_sbps-([a-z0-9]+)\._tcp\.(.+)$")
-# The client reads any ramroot value but "0" as true; these would surprise an admin.
+# The client reads any ramroot value but "0" (or empty) as true (docs/bootparams.md); these
+# mean true too, which would surprise an admin: parsed as true, with a warning.
 _FALSE_WORDS = {"false", "no", "off", "n", "f", "none", "disabled"}
-_RAMROOT_RE = re.compile(r"^[A-Za-z0-9]{1,16}$")
 
 
 def _bad(field: str, reason: str) -> InputError:
@@ -60,6 +67,8 @@ class BootParams:
     ramroot: bool = False
     transport: str = TRANSPORT
     schema: str = SCHEMA
+    #: Warnings about legal but unusual input (a ramroot value that reads as false).
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         check_path(str(self.path))
@@ -115,8 +124,8 @@ def check_etag(text: str) -> str:
     if not text:
         raise _bad("etag", "empty: the rootfs identity needs the S3 ETag of the rootfs")
     if not _ETAG_RE.match(text):
-        raise _bad("etag", f"{text!r} is not an S3 ETag (32 lowercase hex digits, with "
-                   "-<parts> for a multipart upload)")
+        raise _bad("etag", f"{text!r} is not an S3 ETag (32 hex digits, with -<parts> for "
+                   "a multipart upload)")
     return text
 
 
@@ -135,8 +144,7 @@ def check_schema(text: str) -> str:
 def check_iqn_prefix(text: str) -> str:
     if not _IQN_PREFIX_RE.match(text) or "::" in text:
         raise _bad("iqn_prefix", f"{text!r} is not an IQN prefix such as "
-                   f"{identity.IQN_PREFIX!r} (iqn.YYYY-MM.<reversed domain>[:<name>], "
-                   "lowercase)")
+                   f"{identity.IQN_PREFIX!r} (iqn.YYYY-MM.<reversed domain>[:<name>])")
     if len(text) > 223 - 2:
         raise _bad("iqn_prefix", f"{text!r} leaves no room for the target name in 223 "
                    "characters")
@@ -250,13 +258,16 @@ def _parse_timeout(text: str) -> int:
     return check_timeout(int(text))
 
 
-def _parse_ramroot(text: str) -> bool:
+def _parse_ramroot(text: str) -> tuple[bool, tuple[str, ...]]:
+    """The field client's reading (any value but '0' or empty is true), and a warning
+    where that reading would surprise whoever wrote it."""
     if text in ("", "0"):
-        return False
-    if text.lower() in _FALSE_WORDS or not _RAMROOT_RE.match(text):
-        raise _bad("ramroot", f"{text!r}: the client reads any value but '0' as true; "
-                   "write 1, 0, or leave it out")
-    return True
+        return False, ()
+    if text == "1":
+        return True, ()
+    hint = "reads as false to a person" if text.lower() in _FALSE_WORDS else "is unusual"
+    return True, (f"ramroot {text!r} {hint}, but the client reads any value but '0' as "
+                  "true: the root is copied to RAM; write 1, 0, or leave it out",)
 
 
 def parse(text: str) -> BootParams:
@@ -308,6 +319,6 @@ def parse(text: str) -> BootParams:
         raise _bad("ramroot", f"unexpected text after the ramroot field: "
                    f"{':'.join(after[2:])!r}")
     timeout = _parse_timeout(after[0])
-    ramroot = _parse_ramroot(after[1]) if len(after) == 2 else False
+    ramroot, notes = _parse_ramroot(after[1]) if len(after) == 2 else (False, ())
     return BootParams(path=path, etag=etag, srv_name=srv, iqn_prefix=iqn_prefix,
-                      timeout=timeout, ramroot=ramroot)
+                      timeout=timeout, ramroot=ramroot, notes=notes)

@@ -8,8 +8,9 @@ Mapping (tgt has no storage objects separate from LUNs):
 - A *storage object* exists while a LUN backed by its file exists. ``CreateStorageObject``
   validates the file and keeps the object in memory; ``CreateLun`` realises it as a tgt LUN
   (``--op new``, then ``--op update --params``: tgt ignores parameters on new): read-only,
-  vendor ``LIO-ORG``, product id = ``scsi_id`` = the backstore name (digest[:15]; tgt allows
-  16 chars), ``scsi_sn`` = the serial (digest[:31]). tgt opens a backing file read-write and
+  vendor ``LIO-ORG``, product id = the backstore name (digest[:15]), ``scsi_sn`` = the
+  serial (digest[:31]), ``scsi_id`` = ``6001405`` + serial[:25] (tgt then presents LIO's
+  WWID, see ``sbps.target.tgt.mapping``). tgt opens a backing file read-write and
   read-only is a flag of the LUN, so a LUN made with its file is writable until the update.
   The LUN is therefore made *without* a file, which tgt makes removable, offline and of
   capacity 0 (NOT READY; even after an initiator's START STOP UNIT every block is out of
@@ -18,8 +19,8 @@ Mapping (tgt has no storage objects separate from LUNs):
   commands (usr/spc.c ``lu_config``). A scan in between sees an empty removable disk, never
   a writable one. If the update fails the LUN is deleted again.
   ``DeleteStorageObject`` drops the pending object and any LUN still backed by it.
-- ``read()`` names a LUN's storage object by its ``scsi_id`` when the LUN carries our mark
-  (``scsi_id`` == ``scsi_sn[:15]``), otherwise ``tgt-lun<N>``; the planner decides ownership
+- ``read()`` names a LUN's storage object ``scsi_sn[:15]`` when the LUN carries our mark
+  (``sbps.target.tgt.mapping.marked``), otherwise ``tgt-lun<N>``; the planner decides ownership
   by backing path, as for LIO. tgt does not print vendor or product id back: ``read()``
   reports ``LIO-ORG`` and the name, which is what ``CreateLun`` set.
 - The target's state, tgtd's portals and the TPG attributes (in LIO's words): see
@@ -29,10 +30,10 @@ Mapping (tgt has no storage objects separate from LUNs):
 - ``commit()`` does nothing: tgtd keeps no configuration across restarts, and the
   reconciler rebuilds the target from the verified cache on its first pass.
 
-Limits the field must know: tgt generates its own NAA designators (VPD 0x83) and pads the
-serial in VPD 0x80 to 36 characters, so field CSM initiators, which derive the multipath
-WWID ``36001405`` + serial from LIO's NAA, cannot multipath a tgt LUN; a fleet must not mix
-backends. LUN 0 is tgt's controller LUN and is never used. tgt reports ids above 255 in
+Limits the field must know: tgt pads the serial in VPD 0x80 to 36 characters and adds a
+local NAA and a T10 designator of its own to VPD 0x83 (the WWID Linux and multipath derive
+is the NAA-6 one, ``36001405`` + serial[:25], the same as LIO's). tgt reports no target
+port groups (no ALUA), so a fleet should still not mix backends under one multipath map. LUN 0 is tgt's controller LUN and is never used. tgt reports ids above 255 in
 flat space, so an initiator addresses LUN N > 255 as 16384 + N (and 16384 aliases LUN 0);
 configuration caps ``lun_max`` at 255 for tgt.
 
@@ -92,6 +93,7 @@ from sbps.target.tgt.mapping import (
     lun_name,
     lun_size,
     parse_portal,
+    scsi_id,
     storage_of,
 )
 from sbps.target.tgt.tgtadm import Tgtadm, TgtTarget
@@ -257,14 +259,15 @@ class TgtBackend:
         if so is None:
             raise BackendError("create LUN", obj, "no storage object of that name",
                                code="no_storage_object")
+        params = (f"readonly=1,removable=0,vendor_id={so.vendor},"
+                  f"product_id={so.product_id},scsi_id={scsi_id(so.serial)},"
+                  f"scsi_sn={so.serial},"
+                  f"path={so.path}")
         # Made without a backing file (offline, capacity 0), then read-only before its
         # path, in one request: never writable (see the module docstring).
         with self.iostat.creating(lun.index) if self.iostat else contextlib.nullcontext():
             self._run(["--mode", "logicalunit", "--op", "new", "--tid", tid, "--lun", index,
                        "--bstype", "rdwr"], "create LUN", obj)
-        params = (f"readonly=1,removable=0,vendor_id={so.vendor},"
-                  f"product_id={so.product_id},scsi_id={so.name},scsi_sn={so.serial},"
-                  f"path={so.path}")
         try:
             self._run(["--mode", "logicalunit", "--op", "update", "--tid", tid, "--lun", index,
                        "--params", params], "set LUN parameters", obj)

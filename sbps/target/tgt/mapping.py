@@ -1,9 +1,21 @@
 """Pure mapping between tgt's parsed state and the sbps model, for ``sbps.target.tgt.backend``.
 
 Owns the conventions the tgt backend relies on: which LUNs carry sbps's mark, how a LUN is
-named as a storage object, how tgt's ACL, CHAP and read-only state read as LIO TPG
-attributes, what tgt accepts in ``--params``, and per-LUN counters that survive session
-logouts. Must not run ``tgtadm``.
+named as a storage object, the ``scsi_id`` that makes tgt present LIO's WWID, how tgt's
+ACL, CHAP and read-only state read as LIO TPG attributes, what tgt accepts in ``--params``,
+and per-LUN counters that survive session logouts. Must not run ``tgtadm``.
+
+WWID: tgt 1.0.85 builds the NAA-6 designator of VPD 0x83 from the hex digits of the LU's
+``scsi_id``, right-adjusted in 128 bits, and forces the top nibble to 6 (usr/spc.c
+``update_vpd_83``). ``scsi_id = 6001405 + serial[:25]`` (32 hex digits) therefore gives
+the NAA ``6001405<serial[:25]>`` LIO derives from the same serial, and Linux's WWID
+``36001405<serial[:25]>``: one rule for both backends. The mark is that ``scsi_id`` next
+to ``scsi_sn`` = the serial; the storage object's name is ``scsi_sn[:15]``.
+
+LUNs made before (mark: ``scsi_id`` = ``scsi_sn[:15]``, tgt's own NAA) are still ours,
+under the same name, and kept as they are: changing the identity of a LUN a node has open
+would change its WWID under the node's multipath. They get the new form when they are
+made again (tgtd restart, or retired and re-exported).
 """
 
 from __future__ import annotations
@@ -65,12 +77,34 @@ def half_made(lu: TgtLun) -> bool:
     return not lu.path and not lu.online and not marked(lu)
 
 
-def marked(lu: TgtLun) -> bool:
+NAA_PREFIX = "6001405"
+_SERIAL_RE = re.compile(r"^[0-9a-f]{25,36}$")
+
+
+def scsi_id(serial: str) -> str:
+    """The ``scsi_id`` that makes tgt present LIO's NAA for ``serial`` (module docstring)."""
+    if not _SERIAL_RE.match(serial):
+        raise BackendError("create LUN", serial, "the serial must be 25 to 36 lowercase hex "
+                           "digits to carry an NAA WWID on tgt")
+    return NAA_PREFIX + serial[:25]
+
+
+def marked_wwid(lu: TgtLun) -> bool:
+    """Our mark of today: tgt presents ``3`` + ``scsi_id`` as the WWID, as LIO does."""
+    return bool(_SERIAL_RE.match(lu.scsi_sn)) and lu.scsi_id == NAA_PREFIX + lu.scsi_sn[:25]
+
+
+def marked_legacy(lu: TgtLun) -> bool:
+    """The mark of LUNs made before the NAA rule (tgt's own NAA WWID): still ours."""
     return len(lu.scsi_id) == 15 and lu.scsi_sn[:15] == lu.scsi_id
 
 
+def marked(lu: TgtLun) -> bool:
+    return marked_wwid(lu) or marked_legacy(lu)
+
+
 def lun_name(lu: TgtLun) -> str:
-    return lu.scsi_id if marked(lu) else f"tgt-lun{lu.index}"
+    return lu.scsi_sn[:15] if marked(lu) else f"tgt-lun{lu.index}"
 
 
 def lun_size(lu: TgtLun) -> int:
