@@ -112,6 +112,10 @@ class Tpg:
         # kernel 6.1: a new TPG has authentication=1 and AuthMethod=CHAP).
         if name == "authentication":
             self.param["AuthMethod"] = "CHAP" if value else "CHAP,None"
+        # iscsit_ta_generate_node_acls(): "Explicitly setting cache_dynamic_acls=1 when
+        # generate_node_acls=1" (a field worker's TPG, provisioned by targetcli, has both).
+        if name == "generate_node_acls" and value and not self.attrib["cache_dynamic_acls"]:
+            self.attrib["cache_dynamic_acls"] = 1
 
     def _set_enable(self, text: str) -> None:
         self.enabled = bool(parse_bool(text))

@@ -190,7 +190,8 @@ class TargetConfig(_Section):
     saveconfig_path: str = opt("/etc/target/saveconfig.json", "Where LIO's configuration is "
                                "saved for target.service.", kind="path",
                                alias="LIO_SAVE_FILE")
-    portals: tuple[str, ...] = opt((), "Portals as address[:port]; empty: 0.0.0.0 on port.")
+    portals: tuple[str, ...] = opt((), "Portals as address[:port]; empty: keep the TPG's "
+                                   "portals (one with none gets 0.0.0.0 on port).")
     port: int = opt(3260, "Default iSCSI port of the portals.", min=1, max=65535)
     access: AccessMode = opt(AccessMode.OPEN, "open: any initiator, read-only (generated "
                              "ACLs); acl: one node ACL per allowed initiator, mapping only the "

@@ -123,7 +123,11 @@ class SetTpgEnabled(TargetAction):
 
 @dataclass(frozen=True)
 class SetPortals(TargetAction):
-    portals: frozenset[Portal]
+    """Add portals to this worker's TPG and remove the ones in ``remove`` (only portals
+    sbps created); every other portal is left as it is."""
+
+    add: frozenset[Portal] = frozenset()
+    remove: frozenset[Portal] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ executors. Must not contain behaviour of the components it wires.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -19,14 +20,16 @@ from prometheus_client import CollectorRegistry
 
 from sbps import __version__
 from sbps.config import Config, Loaded
-from sbps.config.choices import AccessMode, Allocation
+from sbps.config.choices import AccessMode, Allocation, DnsMode
 from sbps.config.render import as_dict
 from sbps.core.errors import ConfigError
 from sbps.core.identity import target_iqn
 from sbps.core.interfaces import CatalogSource, Claims, Gate, ImageCache, Registrar
 from sbps.core.rejections import Rejections
+from sbps.core.target_state import Portal
 from sbps.daemon.supervisor import Supervisor
 from sbps.publish.dns import make_registrar
+from sbps.publish.dns.addresses import network_addresses
 from sbps.publish.gate import make_gate
 from sbps.publish.http.app import make_app
 from sbps.publish.http.auth import load_or_create_token
@@ -42,9 +45,10 @@ from sbps.reconcile.commands import ImageLevers
 from sbps.reconcile.desired import DesiredState
 from sbps.reconcile.effects import Threads
 from sbps.reconcile.failures import PassFailures
-from sbps.reconcile.gather import Gather, GatherSettings, parse_portals
+from sbps.reconcile.gather import Gather, GatherSettings
 from sbps.reconcile.lifecycle import Lifecycle
 from sbps.reconcile.loop import Parts, Reconciler
+from sbps.reconcile.portals import PortalLedger, parse_portals
 from sbps.reconcile.serving import Serving
 from sbps.reconcile.staging import BackgroundStaging
 from sbps.sources.catalog import Catalog, ImsClient, make_auth
@@ -144,6 +148,7 @@ def make_reconciler(cfg: Config, iqn: str, *, catalog: CatalogSource, stager: Im
                         quiet=min(rc.retire_grace, 300.0), clock=clock)
     settings = GatherSettings(cfg.stage.cache_dir,
                               parse_portals(cfg.target.portals, cfg.target.port),
+                              Portal("0.0.0.0", cfg.target.port),
                               rc.retire_grace, rc.retire_max_wait)
     # Closing waits a DNS TTL (at most ten minutes) unless a drain delay is configured.
     drain_delay = rc.drain_delay if rc.drain_delay >= 0 else min(float(cfg.dns.ttl), 600.0)
@@ -152,9 +157,12 @@ def make_reconciler(cfg: Config, iqn: str, *, catalog: CatalogSource, stager: Im
         desired=DesiredState(catalog, claims, lifecycle,
                              empty_catalog_passes=rc.empty_catalog_passes, on_io=threads.io),
         serving=Serving(gate, registrar, drain_delay=drain_delay, clock=clock,
-                        drain_file=Path(rc.state_dir) / "drained"),
+                        drain_file=Path(rc.state_dir) / "drained",
+                        addresses=None if cfg.dns.mode is DnsMode.OFF
+                        else functools.partial(network_addresses, cfg)),
         gather=Gather(settings, stager=stager, claims=claims, backend=backend,
-                      adoption=adoption, access=access, lifecycle=lifecycle,
+                      adoption=adoption, access=access,
+                      portals=PortalLedger(rc.state_dir), lifecycle=lifecycle,
                       staging=staging, threads=threads),
         staging=staging, levers=ImageLevers(lifecycle), threads=threads,
         failures=PassFailures(min(rc.backoff_initial, rc.interval), rc.interval))

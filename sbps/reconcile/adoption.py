@@ -3,8 +3,10 @@
 Owns the set of adopted backstores and when each may move to the verified cache copy. A
 backstore is adopted when its name and serial are those of a desired image (the field
 agent derived them the same way) but its file lies outside the cache (the old s3fs path):
-its LUN number is kept and claimed, it is not recreated, and its backing file is switched
-only while its LUN is idle (never with ``target.adopt_keep_backing``). The set is kept in
+its LUN number is kept and claimed (LUN 0 never is: it gets another id), it is not
+recreated, and its backing file is switched only while its LUN is idle (never with
+``target.adopt_keep_backing``). Also owns when a LUN at another id than its image's claim
+(``plan.moving``: the field numbered per worker) has been idle long enough to go. The set is kept in
 ``<state_dir>/adopted.json`` so an adopted LUN that later retires is still known as ours.
 Must not touch the target: it only tells plan() which names are adopted and switchable.
 """
@@ -35,6 +37,7 @@ class Adoption:
         self.clock = clock
         self.names: frozenset[str] = self._load()
         self._seen: dict[str, tuple[tuple[int, int], float]] = {}
+        self._moving: dict[tuple[int, str], tuple[tuple[int, int], float]] = {}
 
     def _load(self) -> frozenset[str]:
         try:
@@ -95,3 +98,23 @@ class Adoption:
             elif now - last[1] >= self.quiet:
                 idle.add(lun.storage_object)
         return frozenset(idle)
+
+    def moves_due(self, moving: Mapping[int, str], stats: Mapping[int, LunStats],
+                  grace: float) -> frozenset[int]:
+        """LUN ids of ``moving`` (an image's other ids beside its claimed one, see
+        ``plan.moving``) whose counters have not changed for ``grace``: they may go. The
+        time counts from when this process first saw the LUN (a restart waits again)."""
+        now = self.clock()
+        due: set[int] = set()
+        seen: dict[tuple[int, str], tuple[tuple[int, int], float]] = {}
+        for index, name in moving.items():
+            s = stats.get(index)
+            counters = (s.read_bytes, s.commands - s.tur_commands) if s else (0, 0)
+            last = self._moving.get((index, name))
+            if last is None or last[0] != counters:
+                last = (counters, now)
+            elif now - last[1] >= grace:
+                due.add(index)
+            seen[(index, name)] = last
+        self._moving = seen
+        return frozenset(due)

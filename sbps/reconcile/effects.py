@@ -46,10 +46,12 @@ class LoopEffects:
 
     def __init__(self, threads: Threads, claims: Claims, backend: TargetBackend, *,
                  desired: tuple[DesiredImage, ...],
-                 stage: Callable[[DesiredImage], None]) -> None:
+                 stage: Callable[[DesiredImage], None],
+                 applied: Callable[[Action], None]) -> None:
         self.threads, self.claims, self.backend = threads, claims, backend
         self.desired = desired
         self._stage = stage
+        self._applied = applied
 
     def stage(self, image: DesiredImage) -> None:
         self._stage(image)
@@ -67,6 +69,7 @@ class LoopEffects:
 
     async def target(self, action: Action) -> None:
         await self.threads.backend(self.backend.apply, action)
+        await self.threads.io(self._applied, action)
 
     async def commit(self) -> None:
         await self.threads.backend(self.backend.commit)

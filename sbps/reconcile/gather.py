@@ -2,24 +2,27 @@
 
 Owns the reading half of a pass before plan(): which desired images are staged and
 verified, their LUN ids (claims from the journal, candidates for new ones), the claims
-held for images no longer desired, the field agent's LUNs adopted in place, the access
-policy, and the counters of the LUNs decided on by them (retiring and adopted ones).
+held for images no longer desired, the field agent's LUNs adopted in place, the portals
+sbps created, the access policy, and the counters of the LUNs decided on by them
+(retiring, adopted and moving ones).
 Blocking calls run in ``effects.Threads``. Must not change the target or the claims; the
-only writes are adoption's own state file and telling the backend what was adopted.
+only writes are adoption's and the portal record's own state files and telling the backend
+what was adopted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from sbps.core.actions import Action
 from sbps.core.interfaces import Claims, ImageCache
 from sbps.core.model import DesiredImage
 from sbps.core.target_state import Portal, TargetState
 from sbps.reconcile.adoption import Adoption
 from sbps.reconcile.effects import Threads
 from sbps.reconcile.lifecycle import Lifecycle
-from sbps.reconcile.plan import PlanInput, retiring
+from sbps.reconcile.plan import PlanInput, moving, retiring
+from sbps.reconcile.portals import PortalLedger
 from sbps.reconcile.staging import BackgroundStaging
 from sbps.target import TargetBackend
 from sbps.target.access.files import AccessSource
@@ -29,6 +32,7 @@ from sbps.target.access.files import AccessSource
 class GatherSettings:
     cache_dir: str
     portals: frozenset[Portal]
+    default_portal: Portal
     retire_grace: float
     retire_max_wait: float
 
@@ -36,11 +40,17 @@ class GatherSettings:
 class Gather:
     def __init__(self, settings: GatherSettings, *, stager: ImageCache, claims: Claims,
                  backend: TargetBackend, adoption: Adoption, access: AccessSource,
-                 lifecycle: Lifecycle, staging: BackgroundStaging, threads: Threads) -> None:
+                 portals: PortalLedger, lifecycle: Lifecycle, staging: BackgroundStaging,
+                 threads: Threads) -> None:
         self.settings = settings
         self.stager, self.claims, self.backend = stager, claims, backend
         self.adoption, self.access, self.lifecycle = adoption, access, lifecycle
         self.staging, self.threads = staging, threads
+        self.portals = portals
+
+    def applied(self, action: Action) -> None:
+        """After a target action succeeded: record the portals sbps created."""
+        self.portals.applied(action)
 
     async def plan_input(self, desired: tuple[DesiredImage, ...], target: TargetState,
                          serve: bool | None, *, promoted: frozenset[str]) -> PlanInput:
@@ -73,28 +83,17 @@ class Gather:
                          adopted=adopted, replace=promoted,
                          blocked=self.lifecycle.blocked() | self.staging.running(),
                          serve=target.tpg_enabled if serve is None else serve,
-                         portals=s.portals, attributes=attributes, access=access)
-        # Counters only of the LUNs decided on by them: retiring and adopted ones.
+                         portals=s.portals, default_portal=s.default_portal,
+                         own_portals=await io(self.portals.current, target.portals),
+                         attributes=attributes, access=access)
+        # Counters only of the LUNs decided on by them: retiring, adopted and moving ones.
         leaving = retiring(base)
+        moves = moving(base)
         watched = leaving | self.adoption.watched()
-        stats = await self.threads.backend(self.backend.stats, [
-            lun.index for lun in target.luns if lun.storage_object in watched])
+        stats = await self.threads.backend(self.backend.stats, sorted(
+            {lun.index for lun in target.luns if lun.storage_object in watched} | moves.keys()))
         due = self.lifecycle.retire_due(leaving, target, stats, s.retire_grace,
                                         s.retire_max_wait)
-        return replace(base, retire_due=due, switch_backing=self.adoption.idle(target, stats))
+        return replace(base, retire_due=due, switch_backing=self.adoption.idle(target, stats),
+                       move_due=self.adoption.moves_due(moves, stats, s.retire_grace))
 
-
-def parse_portals(texts: Iterable[str], default_port: int) -> frozenset[Portal]:
-    """``target.portals`` as values; none configured: every address."""
-    return frozenset(_portal(p, default_port) for p in texts) \
-        or frozenset({Portal("0.0.0.0", default_port)})
-
-
-def _portal(text: str, default_port: int) -> Portal:
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-        return Portal(host.rstrip("]"), int(port) if port else default_port)
-    host, sep, port = text.rpartition(":")
-    if sep and host and port.isdigit() and ":" not in host:
-        return Portal(host, int(port))
-    return Portal(text, default_port)

@@ -169,7 +169,7 @@ class Reconciler:
         """Read, gather, plan, apply; again after claims were made, so the same pass
         exports at the agreed ids (at most ``ROUNDS`` rounds)."""
         effects = LoopEffects(self.threads, self.claims, self.backend, desired=desired,
-                          stage=self._start_staging)
+                              stage=self._start_staging, applied=self.gather.applied)
         for _ in range(ROUNDS):
             p.target = await self.threads.backend(self.backend.read)
             p.inp = await self._plan_input(desired, p.target, p.serve)

@@ -1,7 +1,7 @@
 """The planner: a pure function from desired and actual state to a Plan.
 
-Imports only the model modules (model, target_state, actions) and sbps.reconcile.plan_access (node
-ACLs, mapped LUNs, CHAP). Every action carries its reason; whatever plan() notices and
+Imports only the model modules (model, target_state, actions), sbps.reconcile.plan_access (node
+ACLs, mapped LUNs, CHAP) and sbps.reconcile.plan_portals. Every action carries its reason; whatever plan() notices and
 deliberately leaves alone (a foreign object, an occupied LUN id, a retiring LUN still in
 use) becomes a Note. Must not do I/O, read clocks or keep state: the reconciler passes in
 everything time-dependent (which retiring LUNs may go now).
@@ -9,8 +9,9 @@ everything time-dependent (which retiring LUNs may go now).
 Safety rules enforced here:
 - never touch an object sbps does not own (backed outside the cache, not adopted);
 - never export what is not staged and verified;
-- never move a LUN: an image is exported only at its claimed id, and an occupied id is a
-  conflict to report, not to resolve by removal;
+- never move a LUN in use: an image is exported at its claimed id; a LUN at another id
+  (the field agent's numbering) stays beside it until idle for the grace period; an
+  occupied id is a conflict to report, not to resolve by removal;
 - remove a LUN only when the reconciler says its retirement is due (idle past the grace,
   forced by an admin, or past the maximum wait); a desired image is never removed.
 """
@@ -31,7 +32,6 @@ from sbps.core.actions import (
     Note,
     Plan,
     ReleaseClaim,
-    SetPortals,
     SetTpgAttributes,
     SetTpgEnabled,
     StageImage,
@@ -39,6 +39,7 @@ from sbps.core.actions import (
 from sbps.core.model import CacheDir, DesiredImage, backstore_name
 from sbps.core.target_state import AccessSpec, Lun, Portal, StorageObject, TargetState
 from sbps.reconcile.plan_access import acl_actions, tpg_auth_actions
+from sbps.reconcile.plan_portals import portal_actions
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,19 @@ class PlanInput:
     """names of field-agent backstores adopted for a desired image."""
     switch_backing: frozenset[str] = frozenset()
     """adopted names whose LUN is idle now, so their backing may move to the cache."""
+    move_due: frozenset[int] = frozenset()
+    """LUN ids of ``moving()`` idle for the grace period: they may go now."""
     retire_due: frozenset[str] = frozenset()
     """names of retiring backstores whose removal is due now."""
     replace: frozenset[str] = frozenset()
     """names of desired backstores an admin promoted: remove the old export first."""
     serve: bool = True
     portals: frozenset[Portal] = frozenset()
+    """``target.portals``; empty: keep the TPG's portals (see sbps.reconcile.plan_portals)."""
+    default_portal: Portal = Portal("0.0.0.0")
+    """The portal a TPG with none gets when ``portals`` is empty."""
+    own_portals: frozenset[Portal] = frozenset()
+    """The TPG's portals that sbps created (the others are never removed)."""
     attributes: tuple[tuple[str, str], ...] = ()
     access: AccessSpec = field(default_factory=AccessSpec)
     """Node ACLs and CHAP the access policy wants (see sbps.reconcile.plan_access)."""
@@ -90,8 +98,8 @@ def plan(inp: PlanInput) -> Plan:
     t = inp.target
     if not t.exists:
         actions.append(CreateTarget(t.iqn, reason="this worker's target does not exist"))
-    if inp.portals and t.portals != inp.portals:
-        actions.append(SetPortals(inp.portals, reason="portals differ from configuration"))
+    actions += portal_actions(inp.portals, inp.default_portal, t.portals, inp.own_portals,
+                              notes)
     actions += tpg_auth_actions(inp.access, t)
     current = dict(t.attributes)
     if any(current.get(k) != v for k, v in inp.attributes):
@@ -175,45 +183,98 @@ def _image_actions(inp: PlanInput, img: DesiredImage, stores: Mapping[str, Stora
     indexes = sorted(lun_of.get(name, []))
     claim = inp.claims.get(ident.digest)
     if claim is None:
-        if indexes:
-            # An exported LUN keeps its number for life: claim what it already has.
-            return [ClaimLun(ident, indexes[0], subject=name,
-                             reason=f"LUN {indexes[0]} is exported without a claim")]
+        numbered = [i for i in indexes if i >= 1]
+        if numbered:
+            # An exported LUN keeps its number when it can: ask for what it already has.
+            return [ClaimLun(ident, numbered[0], subject=name,
+                             reason=f"LUN {numbered[0]} is exported without a claim")]
         return [ClaimLun(ident, inp.candidates.get(ident.digest, 0), subject=name,
-                         reason="new image needs a LUN id")]
+                         reason="LUN 0 is exported without a claim and LUN 0 is never "
+                         "claimed: a new id (the image moves there once LUN 0 is idle)"
+                         if indexes else "new image needs a LUN id")]
     if existing is not None and existing.serial != ident.serial:
         notes.append(Note(name, "identity_conflict", f"backstore {name} has serial "
                           f"{existing.serial}, expected {ident.serial}; left alone"))
         return []
-    if indexes and claim not in indexes:
-        notes.append(Note(name, "lun_disagreement", f"exported at LUN {indexes[0]} but "
-                          f"claimed as {claim}; the exported LUN keeps its number"))
+    # Exported at other ids than its claim (the field agent's LUNs, numbered per worker
+    # from 0): also export at the claim; each other id goes once idle for the grace.
+    moves, pending = _moves(inp, name, claim, indexes, by_index, notes)
+    if moves is None:
         return []
+    out: list[Action] = moves
     path = inp.staged.get(ident.digest)
     if path is None:
         # An adopted LUN keeps serving from its old backing while the cache copy is made.
         if ident.digest in inp.blocked:
-            return []
-        return [StageImage(img, subject=name, reason="not in the verified cache")]
+            return out
+        return [*out, StageImage(img, subject=name, reason="not in the verified cache")]
     if existing is not None and indexes:
-        if path is not None and existing.path != path and name in inp.switch_backing:
+        if not pending and existing.path != path and name in inp.switch_backing:
             why = "adopted LUN is idle: move it to the verified cache copy"
             return [DeleteLun(claim, reason=why, subject=name),
                     DeleteStorageObject(name, reason=why, subject=name),
                     _create_so(name, img, path, why), CreateLun(Lun(claim, name),
                                                                  reason=why, subject=name)]
-        return []
+        return out
     occupant = by_index.get(claim)
     if occupant is not None and occupant.storage_object != name:
         notes.append(Note(name, "lun_conflict", f"LUN {claim} is taken by "
                           f"{occupant.storage_object}; not exported"))
         return []
-    out: list[Action] = []
     if existing is None:
         assert path is not None
         out.append(_create_so(name, img, path, "staged and verified"))
     out.append(CreateLun(Lun(claim, name), subject=name, reason=f"export at claimed "
                          f"LUN {claim}"))
+    return out
+
+
+def _moves(inp: PlanInput, name: str, claim: int, indexes: list[int],
+           by_index: Mapping[int, Lun], notes: list[Note]) -> tuple[list[Action] | None, bool]:
+    """The actions that bring an exported image to its claimed id without a LUN in use
+    ever disappearing: export at the claim beside the old ids, then remove each old id once
+    it has been idle for the grace (``inp.move_due``). None: nothing may happen now. The
+    flag says whether the image still has other ids than its claim."""
+    others = [i for i in indexes if i != claim]
+    if not indexes or not others:
+        return [], False
+    listed = ", ".join(map(str, others))
+    if claim not in indexes:
+        occupant = by_index.get(claim)
+        if occupant is not None:
+            notes.append(Note(name, "lun_disagreement", f"exported at LUN {listed} but "
+                              f"claimed as {claim}, which {occupant.storage_object} holds; "
+                              "the exported LUN keeps its number"))
+            return None, True
+        return [CreateLun(Lun(claim, name), subject=name,
+                          reason=f"export also at its claimed LUN {claim}; LUN {listed} "
+                          "keeps serving until idle for the grace period")], True
+    out: list[Action] = []
+    for i in others:
+        if i in inp.move_due:
+            out.append(DeleteLun(i, subject=name, reason=f"LUN {i} idle for the grace "
+                                 f"period: the image stays at its claimed LUN {claim}"))
+        else:
+            notes.append(Note(name, "lun_moving", f"also exported at LUN {i} while that "
+                              f"LUN is in use; removed once idle (claimed LUN: {claim})"))
+    return out, True
+
+
+def moving(inp: PlanInput) -> dict[int, str]:
+    """LUN id -> backstore name of our desired images' LUNs at other ids than their claim,
+    while the claim is exported too: each may go once idle (``PlanInput.move_due``)."""
+    claims = {img.identity.name: inp.claims[img.identity.digest] for img in inp.desired
+              if img.identity.digest in inp.claims}
+    names = {lun.index: lun.storage_object for lun in inp.target.luns}
+    stores = inp.target.storage_by_name()
+    out = {}
+    for index, name in names.items():
+        claim = claims.get(name)
+        so = stores.get(name)
+        if claim is None or index == claim or names.get(claim) != name or so is None \
+                or not owned(so, inp.cache_dir, inp.adopted):
+            continue
+        out[index] = name
     return out
 
 

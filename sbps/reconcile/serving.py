@@ -7,12 +7,15 @@ registers DNS only after a pass has the target enabled. A gate that cannot answe
 last state, so an API outage never drains a worker. A manual drain is kept in a file in the
 state directory, so a restart never reopens a drained worker. A worker that starts closed
 never enables its target, not even for the drain delay: it keeps the target as it finds it
-for the delay (an enabled one lets clients move), then disables it. Must not touch the
+for the delay (an enabled one lets clients move), then disables it. DNS is registered only
+when every A address has a portal listening on it (with the site's portals kept, an
+address no portal listens on would send initiators nowhere: see docs/upgrade.md). Must not touch the
 target itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -21,14 +24,17 @@ from pathlib import Path
 from sbps.core.errors import SbpsError, TemporaryError
 from sbps.core.interfaces import Gate, Registrar
 from sbps.core.target_state import TargetState
+from sbps.reconcile.plan_portals import unserved
 
 log = logging.getLogger(__name__)
 
 
 class Serving:
     def __init__(self, gate: Gate, registrar: Registrar, *, drain_delay: float,
-                 clock: Callable[[], float], drain_file: Path | None = None) -> None:
+                 clock: Callable[[], float], drain_file: Path | None = None,
+                 addresses: Callable[[], dict[str, str]] | None = None) -> None:
         self.gate = gate
+        self.addresses = addresses
         self.registrar = registrar
         self.drain_delay = drain_delay
         self.clock = clock
@@ -101,6 +107,22 @@ class Serving:
         """Register (and repair) DNS while open with the target enabled."""
         if not self.open or target is None or not target.tpg_enabled:
             return False
+        if self.addresses is not None:
+            try:
+                found = await asyncio.to_thread(self.addresses)
+            except SbpsError:
+                found = {}  # the registrar reports a missing address itself
+            missing = unserved(found, target.portals)
+            if missing:
+                listed = ", ".join(f"{a} (dns.{net}_address or dns.{net}_interface)"
+                                   for net, a in missing.items())
+                portals = ", ".join(sorted(map(str, target.portals))) or "none"
+                errors.append(f"dns: not registered: no portal listens on {listed}; the "
+                              f"target's portals: {portals}; set the address to a portal's, "
+                              "or list it in target.portals")
+                log.warning("DNS not registered: no portal listens on %s (portals: %s)",
+                            listed, portals)
+                return False
         return await self.ensure_dns(True, errors)
 
     async def ensure_dns(self, present: bool, errors: list[str]) -> bool:

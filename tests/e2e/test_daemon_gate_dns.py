@@ -24,6 +24,11 @@ def dns_settings(knot: KnotServer) -> dict[str, Any]:
             "nmn_address": "127.0.0.12"}
 
 
+def portals_on(dns: dict[str, Any]) -> dict[str, Any]:
+    """Portals on the A addresses: sbps registers only addresses a portal listens on."""
+    return {"portals": [f"{dns['hsn_address']}:3260", f"{dns['nmn_address']}:3260"]}
+
+
 def srv_targets(knot: KnotServer) -> set[str]:
     return {r.split()[-1] for r in query(knot.port, SRV, "SRV")}
 
@@ -35,6 +40,7 @@ def test_gate_file_closes_dns_first_then_the_target_and_reopens(
     flag = tmp_path / "serve"
     flag.touch()
     w = make_worker("ncn-w001", ims_server, dns=dns_settings(knot_server),
+                    target=portals_on(dns_settings(knot_server)),
                     node={"system_name": SYSTEM, "site_domain": DOMAIN, "gate": "file",
                           "gate_file": str(flag)},
                     reconcile={"drain_delay": "3s"})
@@ -62,6 +68,7 @@ def test_sbpsctl_drain(make_worker: Callable[..., Worker], ims_server: IMSServer
                        upload_ims_image: Callable[..., Any], knot_server: KnotServer) -> None:
     upload_ims_image("compute", label=True)
     w = make_worker("ncn-w002", ims_server, dns=dns_settings(knot_server),
+                    target=portals_on(dns_settings(knot_server)),
                     node={"system_name": SYSTEM, "site_domain": DOMAIN},
                     reconcile={"drain_delay": "2s"})
     w.start()
@@ -106,7 +113,7 @@ def test_peers_check_finds_the_fleet_in_dns(
     for n, address in ((1, "127.0.0.21"), (2, "127.0.0.22")):
         dns = {**dns_settings(knot_server), "hsn_address": f"127.0.1.{n}",
                "nmn_address": address}
-        w = make_worker(f"ncn-w00{n}", ims_server, dns=dns,
+        w = make_worker(f"ncn-w00{n}", ims_server, dns=dns, target=portals_on(dns),
                         node={"system_name": SYSTEM, "site_domain": DOMAIN},
                         http={"bind": address, "port": port})
         w.start()

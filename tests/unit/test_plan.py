@@ -182,10 +182,13 @@ def test_adoption_keeps_the_field_agents_lun_number() -> None:
     assert isinstance(p.actions[3], CreateLun) and p.actions[3].lun.index == 4
 
 
-def test_exported_lun_at_a_different_id_than_its_claim_is_not_moved() -> None:
+def test_exported_lun_at_a_different_id_than_its_claim_stays_beside_it() -> None:
+    """The old id keeps serving; the image is exported at its claim too (the takeover
+    tables are in test_plan_takeover.py)."""
     p = plan(inp((A,), target((A, 5))))
-    assert p.actions == ()
-    assert [n.code for n in p.notes] == ["lun_disagreement"]
+    assert p.actions == (CreateLun(Lun(10, A.identity.name), subject=A.identity.name,
+                                   reason=p.actions[0].reason),)
+    assert not any(isinstance(a, DeleteLun) for a in p.actions)
 
 
 @pytest.mark.parametrize(("enabled", "serve", "expected"), [
@@ -203,7 +206,7 @@ def test_missing_target_portals_and_attributes_are_created() -> None:
     p = plan(inp((), t))
     assert p.actions == (
         CreateTarget(IQN, reason="this worker's target does not exist"),
-        SetPortals(PORTALS, reason="portals differ from configuration"),
+        SetPortals(add=PORTALS, reason="add 127.0.0.1:3260: configured in target.portals"),
         SetTpgAttributes(ATTRS, reason=p.actions[2].reason),
         SetTpgEnabled(True, reason="the node gate is open"),
     )

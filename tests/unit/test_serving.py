@@ -79,3 +79,23 @@ def test_drain_is_kept_across_a_restart(tmp_path: Path) -> None:
     again.drain(False)
     assert not flag.exists()
     assert _decide(_serving(gate, clock, flag)) is True
+
+
+def test_dns_is_registered_only_on_addresses_a_portal_listens_on() -> None:
+    from sbps.core.target_state import Portal, TargetState
+
+    reg = Registrar()
+    site = {"nmn": "10.252.1.10", "hsn": "10.253.1.10"}
+    s = Serving(Gate(True), reg, drain_delay=0, clock=Clock(),  # type: ignore[arg-type]
+                addresses=lambda: site)
+    kept = TargetState("iqn", exists=True, tpg_enabled=True,
+                       portals=frozenset({Portal("10.252.1.10"), Portal("10.253.1.10")}))
+    errors: list[str] = []
+    assert asyncio.run(s.sync_dns(kept, errors)) and not errors
+    # The HSN portal gone (or never there): refused, naming the address and the keys.
+    nmn_only = TargetState("iqn", exists=True, tpg_enabled=True,
+                           portals=frozenset({Portal("10.252.1.10")}))
+    calls = list(reg.calls)
+    assert not asyncio.run(s.sync_dns(nmn_only, errors))
+    assert reg.calls == calls
+    assert "10.253.1.10" in errors[0] and "dns.hsn_address" in errors[0]

@@ -200,11 +200,12 @@ class LioBackend:
 
         with translated("set portals", self.iqn):
             current = {(np.ip_address, int(np.port)): np for np in tpg.network_portals}
-            wanted = {(p.address, p.port) for p in action.portals}
-            for key in sorted(wanted - current.keys()):
-                NetworkPortal(tpg, key[0], key[1], "create")
-            for key in sorted(current.keys() - wanted):
-                current[key].delete()
+            for key in sorted((p.address, p.port) for p in action.remove):
+                if key in current:
+                    current[key].delete()
+            for key in sorted((p.address, p.port) for p in action.add):
+                if key not in current:
+                    NetworkPortal(tpg, key[0], key[1], "create")
 
     def _set_attributes(self, action: SetTpgAttributes) -> None:
         tpg = self._our_tpg("set tpg attributes")

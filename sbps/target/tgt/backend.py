@@ -218,7 +218,7 @@ class TgtBackend:
         settings.set_enabled(self.tgtadm, self._target("enable", self.iqn), action.enabled)
 
     def _set_portals(self, action: SetPortals) -> None:
-        settings.set_portals(self.tgtadm, action.portals)
+        settings.set_portals(self.tgtadm, action.add, action.remove)
 
     def _set_attributes(self, action: SetTpgAttributes) -> None:
         for key, value in action.attributes:

@@ -58,16 +58,18 @@ def set_enabled(tgtadm: Tgtadm, target: TgtTarget, enabled: bool) -> None:
             "state", "--value", state], operation="enable", obj=target.name)
 
 
-def set_portals(tgtadm: Tgtadm, portals: frozenset[Portal]) -> None:
-    """tgtd's portals are global, shared with any other target: make them ``portals``."""
+def set_portals(tgtadm: Tgtadm, add: frozenset[Portal], remove: frozenset[Portal]) -> None:
+    """tgtd's portals are global, shared with any other target: add ``add`` and remove
+    ``remove`` (portals sbps created), leaving every other portal as it is."""
     current = set(tgtadm.portals())
-    wanted = {str(p) for p in portals}
-    for portal in sorted(wanted - current):
-        tgtadm(["--mode", "portal", "--op", "new", "--param", f"portal={portal}"],
-               operation="add portal", obj=portal)
-    for portal in sorted(current - wanted):
-        tgtadm(["--mode", "portal", "--op", "delete", "--param", f"portal={portal}"],
-               operation="remove portal", obj=portal)
+    for portal in sorted(str(p) for p in remove):
+        if portal in current:
+            tgtadm(["--mode", "portal", "--op", "delete", "--param", f"portal={portal}"],
+                   operation="remove portal", obj=portal)
+    for portal in sorted(str(p) for p in add):
+        if portal not in current:
+            tgtadm(["--mode", "portal", "--op", "new", "--param", f"portal={portal}"],
+                   operation="add portal", obj=portal)
 
 
 def set_attribute(tgtadm: Tgtadm, access: TgtAccess, target: TgtTarget, key: str,
