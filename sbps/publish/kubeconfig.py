@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from sbps.core.errors import UpstreamPermanentError, UpstreamTemporaryError
 
@@ -103,6 +102,10 @@ def _client_chain(ctx: ssl.SSLContext, cert: bytes, key: bytes, path: str) -> No
 def parse(text: str, path: str) -> KubeAccess:
     """The access of the current context of a kubeconfig's text (``path`` names it in
     errors and anchors relative file names)."""
+    # Imported here: only a gate with a kubeconfig needs YAML, so a daemon without one runs
+    # where PyYAML is not installed (the real-kernel lane's guest, other distributions).
+    import yaml
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
