@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from sbps.core.errors import UpstreamPermanentError, UpstreamTemporaryError
 
 #: A kubeconfig is a few kB (admin.conf with its inline certificates about 6 kB).
