@@ -54,7 +54,10 @@ def test_full_cache_fails_one_image_and_leaves_nothing_behind(
     truth.add(big)
     big_id = identity.rootfs(big.rootfs_url, big.rootfs_etag)
     digest = big_id.digest
-    w = make_worker("ncn-w005", ims_server, reconcile={"backoff_initial": "1h"})
+    # keep_free 0: the file system itself must run full (ENOSPC) in the first half; the
+    # default free-space floor would refuse the image before that (the budget half).
+    w = make_worker("ncn-w005", ims_server, reconcile={"backoff_initial": "1h"},
+                    stage={"keep_free": 0})
     cache = str(w.settings["stage"]["cache_dir"])
     book = det.LunBook()
     ctx = {"truth": truth, "book": book, "expected": small, "s3": sbps_s3,
