@@ -261,6 +261,8 @@ class DnsConfig(_Section):
     hsn_interface: str = opt("hsn0", "Interface whose address is the HSN address.")
     nmn_interface: str = opt("bond0.nmn0", "Interface whose address is the NMN address.")
     withdraw_on_stop: bool = opt(True, "Withdraw this worker's records on clean shutdown.")
+    require_portal: bool = opt(True, "Register only A addresses a target portal listens on; "
+                               "false where clients reach the portals through NAT.")
     timeout: float = opt(5.0, "Timeout of one DNS query, update or PowerDNS API request.",
                          kind="duration", min=0.1, max=300)
 

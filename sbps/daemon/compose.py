@@ -159,6 +159,7 @@ def make_reconciler(cfg: Config, iqn: str, *, catalog: CatalogSource, stager: Im
         serving=Serving(gate, registrar, drain_delay=drain_delay, clock=clock,
                         drain_file=Path(rc.state_dir) / "drained",
                         addresses=None if cfg.dns.mode is DnsMode.OFF
+                        or not cfg.dns.require_portal
                         else functools.partial(network_addresses, cfg)),
         gather=Gather(settings, stager=stager, claims=claims, backend=backend,
                       adoption=adoption, access=access,
