@@ -36,8 +36,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from configfs import mounted  # noqa: E402
-from sbps.core import identity  # noqa: E402
 from sbps.config import StageConfig, load  # noqa: E402
+from sbps.core import identity  # noqa: E402
 from sbps.core.model import DesiredImage, ImageKind, ObjectInfo  # noqa: E402
 from sbps.imagebuild.squashfs import make_squashfs  # noqa: E402
 from sbps.imagebuild.upload import upload_image  # noqa: E402

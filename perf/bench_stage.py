@@ -29,8 +29,8 @@ from _common import Measurement, Result, add_json_arg, emit, median_spread  # no
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
 
-from sbps.core import identity  # noqa: E402
 from sbps.config import StageConfig, load  # noqa: E402
+from sbps.core import identity  # noqa: E402
 from sbps.core.model import DesiredImage, ImageKind, ObjectInfo, S3Url  # noqa: E402
 from sbps.sources.s3 import S3, Credentials  # noqa: E402
 from sbps.sources.stager import Stager  # noqa: E402
